@@ -1,0 +1,125 @@
+/*
+ * UTF-8 and base64 without TextEncoder, Buffer or Uint8Array.fromBase64: XS has no global
+ * TextEncoder and Node 20 has no fromBase64, and the core must behave the same on both.
+ */
+
+export function utf8Encode(text: string): Uint8Array {
+	const out: number[] = [];
+	for (let i = 0; i < text.length; i++) {
+		let c = text.charCodeAt(i);
+		if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+			const d = text.charCodeAt(i + 1);
+			if (d >= 0xdc00 && d <= 0xdfff) {
+				c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+				i++;
+			}
+		}
+		if (c >= 0xd800 && c <= 0xdfff) c = 0xfffd; // lone surrogate
+		if (c < 0x80) out.push(c);
+		else if (c < 0x800) out.push(0xc0 | (c >> 6), 0x80 | (c & 63));
+		else if (c < 0x10000) out.push(0xe0 | (c >> 12), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+		else out.push(0xf0 | (c >> 18), 0x80 | ((c >> 12) & 63), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+	}
+	return Uint8Array.from(out);
+}
+
+/** Decodes UTF-8; invalid sequences become U+FFFD rather than throwing (server data is untrusted). */
+export function utf8Decode(bytes: Uint8Array): string {
+	let s = "";
+	let chunk: number[] = [];
+	const flush = () => {
+		s += String.fromCharCode.apply(null, chunk);
+		chunk = [];
+	};
+	for (let i = 0; i < bytes.length;) {
+		const b = bytes[i];
+		let cp = 0xfffd, need = 0, min = 0;
+		if (b < 0x80) { cp = b; need = 0; }
+		else if ((b & 0xe0) === 0xc0) { cp = b & 0x1f; need = 1; min = 0x80; }
+		else if ((b & 0xf0) === 0xe0) { cp = b & 0x0f; need = 2; min = 0x800; }
+		else if ((b & 0xf8) === 0xf0) { cp = b & 0x07; need = 3; min = 0x10000; }
+		else { i++; chunk.push(0xfffd); continue; }
+		let j = 1;
+		for (; j <= need; j++) {
+			const n = bytes[i + j];
+			if (n === undefined || (n & 0xc0) !== 0x80) break;
+			cp = (cp << 6) | (n & 0x3f);
+		}
+		if (j <= need || cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+			chunk.push(0xfffd);
+			i += Math.max(1, j);
+			continue;
+		}
+		i += need + 1;
+		if (cp >= 0x10000) {
+			cp -= 0x10000;
+			chunk.push(0xd800 + (cp >> 10), 0xdc00 + (cp & 0x3ff));
+		}
+		else chunk.push(cp);
+		if (chunk.length > 4096) flush();
+	}
+	flush();
+	return s;
+}
+
+const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+export function base64Encode(bytes: Uint8Array): string {
+	let s = "";
+	let i = 0;
+	for (; i + 2 < bytes.length; i += 3) {
+		const n = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
+		s += ALPHABET[n >> 18] + ALPHABET[(n >> 12) & 63] + ALPHABET[(n >> 6) & 63] + ALPHABET[n & 63];
+	}
+	const rest = bytes.length - i;
+	if (rest === 1) {
+		const n = bytes[i] << 16;
+		s += ALPHABET[n >> 18] + ALPHABET[(n >> 12) & 63] + "==";
+	}
+	else if (rest === 2) {
+		const n = (bytes[i] << 16) | (bytes[i + 1] << 8);
+		s += ALPHABET[n >> 18] + ALPHABET[(n >> 12) & 63] + ALPHABET[(n >> 6) & 63] + "=";
+	}
+	return s;
+}
+
+/** Strict standard base64 (padding required): returns undefined for anything else, so callers can say what is wrong. */
+export function base64Decode(text: string): Uint8Array | undefined {
+	if (text.length % 4 !== 0) return undefined;
+	const out = new Uint8Array((text.length / 4) * 3);
+	let o = 0;
+	for (let i = 0; i < text.length; i += 4) {
+		const v: number[] = [];
+		let pad = 0;
+		for (let j = 0; j < 4; j++) {
+			const ch = text[i + j];
+			if (ch === "=") {
+				if (i + 4 !== text.length || j < 2) return undefined;
+				pad++;
+				v.push(0);
+				continue;
+			}
+			if (pad) return undefined; // data after padding
+			const x = ALPHABET.indexOf(ch);
+			if (x < 0) return undefined;
+			v.push(x);
+		}
+		const n = (v[0] << 18) | (v[1] << 12) | (v[2] << 6) | v[3];
+		out[o++] = n >> 16;
+		if (pad < 2) out[o++] = (n >> 8) & 255;
+		if (pad < 1) out[o++] = n & 255;
+	}
+	return out.slice(0, o);
+}
+
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+	let length = 0;
+	for (const p of parts) length += p.length;
+	const out = new Uint8Array(length);
+	let o = 0;
+	for (const p of parts) {
+		out.set(p, o);
+		o += p.length;
+	}
+	return out;
+}

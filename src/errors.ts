@@ -1,0 +1,53 @@
+/*
+ * One error type for everything the core reports, so that applications can switch on a stable
+ * `code` and people can read `message`, which always says what went wrong and how to fix it.
+ * Messages never carry keys or tokens.
+ */
+
+export type ErrorCode =
+	| "config"            // bad configuration: the message names the field
+	| "tls"               // certificate or handshake refused
+	| "network"           // DNS, refused, reset, timeout
+	| "mqtt.protocol"     // malformed or unexpected packet from the server
+	| "mqtt.tooLarge"     // packet over the size limit
+	| "mqtt.connack"      // CONNACK refused: `status` holds the return code
+	| "mqtt.closed"       // the connection ended while the operation was pending
+	| "mqtt.timeout"      // no reply in time (CONNACK, SUBACK, PINGRESP, PUBACK)
+	| "mqtt.refused"      // SUBACK refused a topic (0x80)
+	| "dps.unauthorized"  // 401: wrong key or id scope
+	| "dps.notFound"      // 404: no enrollment for this registration id
+	| "dps.forbidden"     // 403
+	| "dps.failed"        // registration status "failed"
+	| "dps.disabled"      // enrollment disabled
+	| "dps.badReply"      // malformed reply from DPS
+	| "dps.timeout"       // gave up after the configured time or attempts
+	| "dps.rejected"      // any other 4xx
+	| "hub.unauthorized"  // CONNACK 4/5: credentials refused or device gone: re-provision
+	| "hub.unavailable"   // CONNACK 3
+	| "hub.badReply"      // malformed twin or method reply
+	| "hub.rejected"      // twin request answered with a non-2xx status
+	| "hub.closed"        // the client was closed
+	| "queue.full";       // the outbound queue is full: the message was not accepted
+
+export class AzureIoTError extends Error {
+	readonly code: ErrorCode;
+	/** HTTP-like status from DPS or the twin, or CONNACK return code, where there was one. */
+	readonly status?: number;
+	/** Seconds the server asked us to wait, where it said so. */
+	readonly retryAfter?: number;
+	/** Whether trying again later may succeed. */
+	readonly retriable: boolean;
+
+	constructor(code: ErrorCode, message: string, extra: {status?: number; retryAfter?: number; retriable?: boolean} = {}) {
+		super(message);
+		this.name = "AzureIoTError";
+		this.code = code;
+		if (extra.status !== undefined) this.status = extra.status;
+		if (extra.retryAfter !== undefined) this.retryAfter = extra.retryAfter;
+		this.retriable = extra.retriable ?? false;
+	}
+}
+
+export function configError(field: string, problem: string, fix: string): AzureIoTError {
+	return new AzureIoTError("config", `${field}: ${problem}. ${fix}`);
+}
