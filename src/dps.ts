@@ -1,0 +1,373 @@
+/*
+ * The Device Provisioning Service client: register over MQTT with a symmetric key, poll the
+ * operation until DPS decides, and hand back everything DPS said. Retries are for what Azure calls
+ * retriable (429, 5xx, dropped connections, malformed replies), always with a delay that honours
+ * retry-after, so that a fleet never storms DPS. 401/403/404, "failed" and "disabled" end it at once
+ * with an error that says what to fix.
+ */
+import type {Host} from "./host.js";
+import {AzureIoTError} from "./errors.js";
+import {dpsPassword} from "./sas.js";
+import {utf8Decode} from "./encoding.js";
+import {Backoff} from "./backoff.js";
+import {MqttClient} from "./mqtt/client.js";
+import type {MqttClientOptions, MqttMessage, MqttSession} from "./mqtt/types.js";
+import {
+	DPS_RESPONSE_FILTER, dpsUsername, parseErrorBody, parseOperationReply, parseReplyTopic, pollTopic, registerTopic,
+	type RegistrationResult,
+} from "./dps-topics.js";
+import {checkHostName, checkIdScope, checkKey, checkPort, checkRegistrationId, checkRoots} from "./validate.js";
+
+export type {RegistrationResult} from "./dps-topics.js";
+
+export const DPS_GLOBAL_ENDPOINT = "global.azure-devices-provisioning.net";
+
+export interface ProvisioningStatus {
+	state: "connecting" | "registering" | "assigning" | "retrying";
+	attempt: number;
+	retryAfterMs?: number;
+	reason?: string;
+}
+
+export interface ProvisioningOptions {
+	host: Host;
+	idScope: string;
+	registrationId: string;
+	/** The device's key: the enrollment's key, or for a group the key derived from the group key. */
+	symmetricKey: string;
+	roots: readonly Uint8Array[];
+	endpoint?: string;
+	port?: number;
+	/** Custom data for allocation policies and webhooks. */
+	payload?: unknown;
+	/** IoT Plug and Play model id, sent in the payload as `modelId`. */
+	modelId?: string;
+	tokenTtlSeconds?: number;
+	/** Bound on the whole registration, retries included. Default 5 minutes. */
+	timeoutMs?: number;
+	/** Bound on one request's reply. Default 30 s. */
+	replyTimeoutMs?: number;
+	/** Retries of retriable failures before giving up. Default 12. */
+	maxRetries?: number;
+	onStatus?(status: ProvisioningStatus): void;
+	/** Test seam: how MQTT sessions are made. */
+	createSession?(options: MqttClientOptions): MqttSession;
+}
+
+interface Reply {
+	status: number;
+	retryAfter?: number;
+	body: string;
+}
+
+// Azure's guidance: exponential backoff with jitter between about 1 s and 100 s when no retry-after is given.
+const BACKOFF_INITIAL_MS = 1000;
+const BACKOFF_MAX_MS = 100_000;
+// DPS sets retry-after to keep polls within its limit (5 per 10 s); below a second is never asked for.
+const MIN_POLL_INTERVAL_MS = 1000;
+
+const DEFAULT_POLL_INTERVAL_MS = 3000;
+
+export class ProvisioningClient {
+	readonly #o: Required<Pick<ProvisioningOptions, "endpoint" | "port" | "tokenTtlSeconds" | "timeoutMs" | "replyTimeoutMs" | "maxRetries">> & ProvisioningOptions;
+	#session?: MqttSession;
+	/** The request awaiting its reply: a dropped connection fails it. */
+	#waiting?: {rid: string; resolve(r: Reply): void; reject(e: AzureIoTError): void};
+	/** Ends whatever register() is awaiting (a reply or a delay), for close(). */
+	#cancel?: (e: AzureIoTError) => void;
+	#ridCounter: number;
+	#timers = new Set<unknown>();
+	#closed = false;
+	#busy = false;
+	/** Requests sent, for tests and benchmarks: register and poll counted apart, as DPS throttles them. */
+	readonly counts = {register: 0, poll: 0, connects: 0};
+
+	constructor(options: ProvisioningOptions) {
+		if (!options || !options.host) throw new AzureIoTError("config", "host: no host adapter given. Pass the platform's Host (hosts/node or hosts/moddable)");
+		checkIdScope(options.idScope);
+		checkRegistrationId(options.registrationId);
+		checkKey(options.symmetricKey);
+		checkRoots(options.roots);
+		this.#o = {
+			endpoint: checkHostName(options.endpoint ?? DPS_GLOBAL_ENDPOINT, "endpoint"),
+			port: checkPort(options.port ?? 8883, "port"),
+			tokenTtlSeconds: 3600,
+			timeoutMs: 5 * 60_000,
+			replyTimeoutMs: 30_000,
+			maxRetries: 12,
+			...options,
+		};
+		this.#ridCounter = Math.floor(options.host.random() * 1e6);
+	}
+
+	/** Registers and resolves with the assignment. Rejects with an AzureIoTError saying what failed. */
+	async register(): Promise<RegistrationResult> {
+		if (this.#busy) throw new AzureIoTError("config", "register(): a registration is already under way. Await it before calling again");
+		if (this.#closed) throw new AzureIoTError("hub.closed", "register(): this ProvisioningClient was closed. Make a new one");
+		this.#busy = true;
+		const o = this.#o;
+		const deadline = o.host.now() + o.timeoutMs;
+		let operationId: string | undefined;
+		let retries = 0;
+		const backoff = new Backoff({initialMs: BACKOFF_INITIAL_MS, maxMs: BACKOFF_MAX_MS}, () => o.host.random());
+		let attempt = 0;
+		const retry = async (error: AzureIoTError, retryAfterSeconds?: number) => {
+			if (++retries > o.maxRetries)
+				throw new AzureIoTError(error.code === "dps.badReply" ? "dps.badReply" : "dps.timeout",
+					`DPS registration gave up after ${o.maxRetries} retries; the last failure: ${error.message}`, {status: error.status});
+			// retry-after is honoured as given (at least a second); without it, backoff with jitter spreads a fleet.
+			const delay = retryAfterSeconds !== undefined ? Math.max(retryAfterSeconds * 1000, 1000) : backoff.next();
+			if (o.host.now() + delay > deadline)
+				throw new AzureIoTError("dps.timeout", `DPS registration did not finish within ${Math.round(o.timeoutMs / 1000)} s; the last failure: ${error.message}`, {status: error.status});
+			o.onStatus?.({state: "retrying", attempt, retryAfterMs: delay, reason: error.message});
+			await this.#sleep(delay);
+		};
+		try {
+			for (;;) {
+				if (this.#closed) throw new AzureIoTError("hub.closed", "register(): the client was closed during registration");
+				attempt++;
+				let reply: Reply;
+				try {
+					const session = await this.#connect(attempt);
+					const rid = String(++this.#ridCounter);
+					if (operationId === undefined) {
+						o.onStatus?.({state: "registering", attempt});
+						this.counts.register++;
+						reply = await this.#request(session, rid, registerTopic(rid), this.#registrationBody());
+					}
+					else {
+						o.onStatus?.({state: "assigning", attempt});
+						this.counts.poll++;
+						reply = await this.#request(session, rid, pollTopic(rid, operationId), "");
+					}
+				}
+				catch (e) {
+					const error = asError(e);
+					if (!error.retriable) throw error;
+					this.#dropSession();
+					await retry(error);
+					continue;
+				}
+
+				if (reply.status === 200 || reply.status === 202) {
+					let parsed;
+					try {
+						parsed = parseOperationReply(reply.body, o.registrationId);
+					}
+					catch (e) {
+						await retry(asError(e));
+						continue;
+					}
+					operationId = parsed.operationId ?? operationId;
+					const status = parsed.result?.status ?? parsed.status;
+					if (status === "assigned") {
+						const result = parsed.result ?? {registrationId: o.registrationId, status};
+						result.operationId ??= operationId;
+						if (!result.assignedHub || !result.deviceId) {
+							await retry(new AzureIoTError("dps.badReply", "DPS said assigned but gave no assignedHub or deviceId", {retriable: true}));
+							continue;
+						}
+						return result;
+					}
+					if (status === "failed" || status === "disabled") throw terminal(status, parsed.result, o.registrationId);
+					// unassigned or assigning: poll after the server's delay
+					if (operationId === undefined) {
+						await retry(new AzureIoTError("dps.badReply", "DPS accepted the registration but gave no operationId", {retriable: true}));
+						continue;
+					}
+					const wait = reply.retryAfter !== undefined ? reply.retryAfter * 1000 : DEFAULT_POLL_INTERVAL_MS;
+					const delay = Math.max(wait, MIN_POLL_INTERVAL_MS);
+					if (o.host.now() + delay > deadline)
+						throw new AzureIoTError("dps.timeout", `DPS was still assigning after ${Math.round(o.timeoutMs / 1000)} s. Check the DPS instance's linked hubs and allocation policy`);
+					await this.#sleep(delay);
+					continue;
+				}
+				const error = httpError(reply, o.registrationId);
+				if (!error.retriable) throw error;
+				await retry(error, reply.retryAfter);
+			}
+		}
+		finally {
+			this.#busy = false;
+			this.#finish();
+		}
+	}
+
+	/** Stops a registration under way (it rejects) and frees the connection. */
+	close(): void {
+		this.#closed = true;
+		this.#cancel?.(new AzureIoTError("hub.closed", "the provisioning client was closed"));
+		this.#finish();
+	}
+
+	#registrationBody(): string {
+		const o = this.#o;
+		let payload = o.payload;
+		if (o.modelId !== undefined) payload = {...(payload && typeof payload === "object" ? payload : {}), modelId: o.modelId};
+		return JSON.stringify(payload === undefined ? {registrationId: o.registrationId} : {registrationId: o.registrationId, payload});
+	}
+
+	async #connect(attempt: number): Promise<MqttSession> {
+		if (this.#session?.connected) return this.#session;
+		this.#dropSession();
+		const o = this.#o;
+		o.onStatus?.({state: "connecting", attempt});
+		this.counts.connects++;
+		const expiry = Math.floor(o.host.now() / 1000) + o.tokenTtlSeconds;
+		const session = await new Promise<MqttSession>((resolve, reject) => {
+			let settled = false;
+			const options: MqttClientOptions = {
+				host: o.host,
+				server: {host: o.endpoint, port: o.port, roots: o.roots},
+				clientId: o.registrationId,
+				username: dpsUsername(o.idScope, o.registrationId),
+				password: dpsPassword(o.idScope, o.registrationId, o.symmetricKey, expiry, o.host.hmacSha256),
+				clean: true,
+				keepAliveSeconds: 60,
+				connectTimeoutMs: o.replyTimeoutMs,
+				ackTimeoutMs: o.replyTimeoutMs,
+				onConnect: () => {
+					settled = true;
+					resolve(s);
+				},
+				onMessage: (m: MqttMessage) => this.#onMessage(m),
+				onClose: (error: AzureIoTError) => {
+					if (this.#session === s) this.#session = undefined;
+					if (!settled) {
+						settled = true;
+						reject(connectError(error));
+					}
+					else this.#waiting?.reject(new AzureIoTError("network", `the DPS connection dropped: ${error.message}`, {retriable: true}));
+				},
+			};
+			this.#cancel = e => {
+				if (settled) return;
+				settled = true;
+				reject(e);
+			};
+			const s = (o.createSession ?? ((x: MqttClientOptions) => new MqttClient(x)))(options);
+			this.#session = s;
+		});
+		this.#cancel = undefined;
+		await session.subscribe([{topic: DPS_RESPONSE_FILTER, qos: 1}]);
+		return session;
+	}
+
+	#request(session: MqttSession, rid: string, topic: string, body: string): Promise<Reply> {
+		return new Promise<Reply>((resolve, reject) => {
+			const timer = this.#o.host.setTimer(() => {
+				this.#timers.delete(timer);
+				done();
+				reject(new AzureIoTError("mqtt.timeout", `DPS did not answer within ${this.#o.replyTimeoutMs / 1000} s`, {retriable: true}));
+			}, this.#o.replyTimeoutMs);
+			this.#timers.add(timer);
+			const done = () => {
+				this.#o.host.clearTimer(timer);
+				this.#timers.delete(timer);
+				if (this.#waiting?.rid === rid) this.#waiting = undefined;
+				this.#cancel = undefined;
+			};
+			this.#waiting = {
+				rid,
+				resolve: r => { done(); resolve(r); },
+				reject: e => { done(); reject(e); },
+			};
+			this.#cancel = e => this.#waiting?.rid === rid && this.#waiting.reject(e);
+			session.publish(topic, body, {qos: 1}).catch((e: unknown) => this.#waiting?.rid === rid && this.#waiting.reject(asRetriable(e)));
+		});
+	}
+
+	#onMessage(message: MqttMessage): void {
+		const topic = parseReplyTopic(message.topic);
+		if (!topic || !this.#waiting || topic.rid !== this.#waiting.rid) return; // a late reply to an abandoned request
+		this.#waiting.resolve({status: topic.status, retryAfter: topic.retryAfter, body: utf8Decode(message.payload)});
+	}
+
+	#sleep(ms: number): Promise<void> {
+		return new Promise((resolve, reject) => {
+			const timer = this.#o.host.setTimer(() => {
+				this.#timers.delete(timer);
+				this.#cancel = undefined;
+				resolve();
+			}, ms);
+			this.#timers.add(timer);
+			this.#cancel = e => {
+				this.#o.host.clearTimer(timer);
+				this.#timers.delete(timer);
+				this.#cancel = undefined;
+				reject(e);
+			};
+		});
+	}
+
+	#dropSession(): void {
+		const s = this.#session;
+		this.#session = undefined;
+		s?.close();
+	}
+
+	#finish(): void {
+		for (const t of this.#timers) this.#o.host.clearTimer(t);
+		this.#timers.clear();
+		const s = this.#session;
+		this.#session = undefined;
+		if (s?.connected) {
+			// The protocol note: unsubscribe, then DISCONNECT, so DPS frees the session before the hub connection opens.
+			s.unsubscribe([DPS_RESPONSE_FILTER]).catch(() => {}).finally(() => s.disconnect());
+		}
+		else s?.close();
+	}
+}
+
+function asError(e: unknown): AzureIoTError {
+	if (e instanceof AzureIoTError) return e;
+	return new AzureIoTError("network", `unexpected failure: ${e instanceof Error ? e.message : String(e)}`, {retriable: true});
+}
+
+function asRetriable(e: unknown): AzureIoTError {
+	const error = asError(e);
+	return error.retriable ? error : new AzureIoTError(error.code, error.message, {status: error.status, retriable: error.code === "mqtt.closed" || error.code === "mqtt.timeout"});
+}
+
+/** How a failed connect is judged: bad credentials and certificates end the registration; the rest is retried. */
+function connectError(error: AzureIoTError): AzureIoTError {
+	if (error.code === "mqtt.connack") {
+		if (error.status === 4 || error.status === 5)
+			return new AzureIoTError("dps.unauthorized", `DPS refused the credentials (CONNACK ${error.status}). Check idScope, registrationId and the key (for a group enrollment, the key derived from the group key with npm run derive-key)`, {status: error.status});
+		return new AzureIoTError("network", `DPS refused the connection (CONNACK ${error.status}); retrying`, {status: error.status, retriable: true});
+	}
+	if (error.code === "tls") return error;
+	if (error.code === "mqtt.protocol" || error.code === "mqtt.tooLarge") return new AzureIoTError(error.code, error.message, {retriable: true});
+	return new AzureIoTError(error.code === "mqtt.timeout" ? "mqtt.timeout" : "network", error.message, {status: error.status, retriable: true});
+}
+
+function terminal(status: string, result: RegistrationResult | undefined, registrationId: string): AzureIoTError {
+	const detail = result?.errorMessage ? `: ${result.errorMessage}` : "";
+	const code = result?.errorCode !== undefined ? ` (errorCode ${result.errorCode})` : "";
+	const error = status === "disabled"
+		? new AzureIoTError("dps.disabled", `The enrollment for ${registrationId} is disabled${detail}. Enable it in DPS (az iot dps enrollment update --provisioning-status enabled)`)
+		: new AzureIoTError("dps.failed", `DPS could not assign ${registrationId}${code}${detail}. Check the enrollment's allocation policy and linked hubs`);
+	(error as AzureIoTError & {result?: RegistrationResult}).result = result;
+	return error;
+}
+
+function httpError(reply: Reply, registrationId: string): AzureIoTError {
+	const body = parseErrorBody(reply.body);
+	const said = body.message ? ` DPS said: ${body.message}` : "";
+	const code = body.errorCode !== undefined ? ` (errorCode ${body.errorCode})` : "";
+	const extra = {status: reply.status, retryAfter: reply.retryAfter};
+	switch (true) {
+	case reply.status === 429:
+		return new AzureIoTError("dps.rejected", `DPS is throttling (429)${code}; waiting before retrying.${said}`, {...extra, retriable: true});
+	case reply.status >= 500:
+		return new AzureIoTError("dps.rejected", `DPS had an internal error (${reply.status})${code}; retrying.${said}`, {...extra, retriable: true});
+	case reply.status === 401:
+		return new AzureIoTError("dps.unauthorized", `DPS refused ${registrationId} (401)${code}: the key does not match any enrollment. Check the id scope, the registration id and the key (group enrollments need the derived key).${said}`, extra);
+	case reply.status === 403:
+		return new AzureIoTError("dps.forbidden", `DPS forbade the registration (403)${code}. Check that the enrollment is enabled and the DPS instance is linked to a hub.${said}`, extra);
+	case reply.status === 404:
+		return new AzureIoTError("dps.notFound", `DPS has no enrollment for ${registrationId} (404)${code}. Create one (az iot dps enrollment create) or check the id scope.${said}`, extra);
+	default:
+		return new AzureIoTError("dps.rejected", `DPS rejected the registration (${reply.status})${code}.${said}`, extra);
+	}
+}

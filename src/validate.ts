@@ -1,0 +1,65 @@
+/*
+ * Checks of identities and keys, done before anything goes on the wire, so that a typo gives a
+ * message naming the field and the fix instead of an opaque CONNACK 5 from Azure.
+ */
+import {configError} from "./errors.js";
+import {decodeKey} from "./sas.js";
+
+const REGISTRATION_ID = /^[A-Za-z0-9\-._:]{1,128}$/;
+
+export function checkRegistrationId(value: unknown, field = "registrationId"): string {
+	if (typeof value !== "string" || value.length === 0)
+		throw configError(field, "is missing", "Set it to the device's registration id as enrolled in DPS");
+	if (value.length > 128)
+		throw configError(field, `is ${value.length} characters long; DPS allows at most 128`, "Use a shorter registration id");
+	if (!REGISTRATION_ID.test(value)) {
+		const bad = [...value].find(c => !/[A-Za-z0-9\-._:]/.test(c)) ?? "?";
+		throw configError(field, `contains ${JSON.stringify(bad)}, which DPS refuses`, "Use only letters, digits and - . _ : (lowercase recommended)");
+	}
+	return value;
+}
+
+export function checkIdScope(value: unknown, field = "idScope"): string {
+	if (typeof value !== "string" || value.length === 0)
+		throw configError(field, "is missing", "Copy the ID Scope from the DPS overview page or `az iot dps show --query properties.idScope`");
+	if (!/^[A-Za-z0-9]{1,64}$/.test(value))
+		throw configError(field, "is not an ID scope (letters and digits only, like 0ne00A1B2C3)", "Copy the ID Scope from the DPS overview page");
+	return value;
+}
+
+export function checkKey(value: unknown, field = "symmetricKey"): string {
+	if (typeof value !== "string" || value.length === 0)
+		throw configError(field, "is missing", "Set the enrollment's primary key, or for a group enrollment the key derived with `npm run derive-key`");
+	const bytes = decodeKey(value, field);
+	if (bytes.length < 16)
+		throw configError(field, `decodes to only ${bytes.length} bytes`, "Azure keys are 32 or 64 bytes of base64; copy the whole key");
+	return value.trim();
+}
+
+export function checkHostName(value: unknown, field: string): string {
+	if (typeof value !== "string" || value.length === 0)
+		throw configError(field, "is missing", "Set a host name such as global.azure-devices-provisioning.net");
+	if (value.length > 253 || !/^[A-Za-z0-9.\-:\[\]]+$/.test(value) || value.startsWith(".") || value.includes("//"))
+		throw configError(field, `${JSON.stringify(value.slice(0, 64))} is not a host name`, "Give only the host name, without scheme, port or path");
+	return value;
+}
+
+export function checkPort(value: unknown, field: string): number {
+	const port = typeof value === "string" && /^\d+$/.test(value) ? Number(value) : value;
+	if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535)
+		throw configError(field, `${JSON.stringify(value)} is not a TCP port`, "Use a whole number from 1 to 65535 (Azure uses 8883)");
+	return port;
+}
+
+export function checkRoots(value: unknown, field = "roots"): readonly Uint8Array[] {
+	if (!Array.isArray(value) || value.length === 0 || !value.every(r => r instanceof Uint8Array && r.length > 0))
+		throw configError(field, "has no trusted root certificate", "Pin DigiCert Global Root G2 and Microsoft RSA Root Certificate Authority 2017 (certs/), or the emulator's root in development");
+	return value;
+}
+
+export function checkPositive(value: unknown, field: string, min: number, max: number): number {
+	const n = typeof value === "string" && /^\d+$/.test(value) ? Number(value) : value;
+	if (typeof n !== "number" || !Number.isFinite(n) || n < min || n > max)
+		throw configError(field, `${JSON.stringify(value)} is out of range`, `Use a number from ${min} to ${max}`);
+	return n;
+}
