@@ -3,6 +3,7 @@
  * server replies can be fed anything in tests.
  */
 import {AzureIoTError} from "./errors.js";
+import {parseQuery} from "./query.js";
 
 export const DPS_API_VERSION = "2019-03-31";
 export const DPS_RESPONSE_FILTER = "$dps/registrations/res/#";
@@ -37,29 +38,12 @@ export function parseReplyTopic(topic: string): DpsReplyTopic | undefined {
 	if (!Number.isInteger(status) || status < 100 || status > 999) return undefined;
 	const query = rest.slice(slash + 1);
 	const params = parseQuery(query.startsWith("?") ? query.slice(1) : query);
-	const rid = params.get("$rid");
+	const rid = params["$rid"];
 	if (rid === undefined) return undefined;
 	const reply: DpsReplyTopic = {status, rid};
-	const retryAfter = Number(params.get("retry-after"));
-	if (params.has("retry-after") && Number.isFinite(retryAfter) && retryAfter >= 0) reply.retryAfter = retryAfter;
+	const retryAfter = Number(params["retry-after"]);
+	if (params["retry-after"] && Number.isFinite(retryAfter) && retryAfter >= 0) reply.retryAfter = retryAfter;
 	return reply;
-}
-
-export function parseQuery(query: string): Map<string, string> {
-	const params = new Map<string, string>();
-	for (const part of query.split("&")) {
-		if (!part) continue;
-		const eq = part.indexOf("=");
-		const key = eq < 0 ? part : part.slice(0, eq);
-		const value = eq < 0 ? "" : part.slice(eq + 1);
-		try {
-			params.set(decodeURIComponent(key), decodeURIComponent(value));
-		}
-		catch {
-			params.set(key, value); // malformed escapes: keep the raw text rather than fail the reply
-		}
-	}
-	return params;
 }
 
 export type RegistrationStatus = "unassigned" | "assigning" | "assigned" | "failed" | "disabled";

@@ -4,23 +4,44 @@
  */
 
 export function utf8Encode(text: string): Uint8Array {
-	const out: number[] = [];
+	// Two passes, sizing first: on the device a temporary array of numbers would cost ~16 bytes per byte.
+	let length = 0;
+	for (let i = 0; i < text.length; i++) {
+		const c = text.charCodeAt(i);
+		if (c < 0x80) length += 1;
+		else if (c < 0x800) length += 2;
+		else if (c >= 0xd800 && c <= 0xdbff && isLow(text.charCodeAt(i + 1))) { length += 4; i++; }
+		else length += 3;
+	}
+	const out = new Uint8Array(length);
+	let o = 0;
 	for (let i = 0; i < text.length; i++) {
 		let c = text.charCodeAt(i);
-		if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
-			const d = text.charCodeAt(i + 1);
-			if (d >= 0xdc00 && d <= 0xdfff) {
-				c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
-				i++;
-			}
+		if (c >= 0xd800 && c <= 0xdbff && isLow(text.charCodeAt(i + 1))) {
+			c = 0x10000 + ((c - 0xd800) << 10) + (text.charCodeAt(++i) - 0xdc00);
+			out[o++] = 0xf0 | (c >> 18);
+			out[o++] = 0x80 | ((c >> 12) & 63);
+			out[o++] = 0x80 | ((c >> 6) & 63);
+			out[o++] = 0x80 | (c & 63);
+			continue;
 		}
 		if (c >= 0xd800 && c <= 0xdfff) c = 0xfffd; // lone surrogate
-		if (c < 0x80) out.push(c);
-		else if (c < 0x800) out.push(0xc0 | (c >> 6), 0x80 | (c & 63));
-		else if (c < 0x10000) out.push(0xe0 | (c >> 12), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
-		else out.push(0xf0 | (c >> 18), 0x80 | ((c >> 12) & 63), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+		if (c < 0x80) out[o++] = c;
+		else if (c < 0x800) {
+			out[o++] = 0xc0 | (c >> 6);
+			out[o++] = 0x80 | (c & 63);
+		}
+		else {
+			out[o++] = 0xe0 | (c >> 12);
+			out[o++] = 0x80 | ((c >> 6) & 63);
+			out[o++] = 0x80 | (c & 63);
+		}
 	}
-	return Uint8Array.from(out);
+	return out;
+}
+
+function isLow(c: number): boolean {
+	return c >= 0xdc00 && c <= 0xdfff;
 }
 
 /** Decodes UTF-8; invalid sequences become U+FFFD rather than throwing (server data is untrusted). */

@@ -3,6 +3,10 @@
  * concatenates topics by hand. Everything here is pure and string-based; no I/O.
  */
 
+import {decodeComponent as decode, parseQuery} from "./query.js";
+
+export {parseQuery};
+
 export const API_VERSION = "2021-04-12";
 
 /** The five topics a device needs; the hub allows at most five subscriptions per device. */
@@ -63,30 +67,6 @@ export function telemetryBag(fields: TelemetryBagFields): string {
 			parts.push(`${encodeURIComponent(key)}=${encodeURIComponent(String(fields.properties[key]))}`);
 	}
 	return parts.join("&");
-}
-
-/** decodeURIComponent that keeps the raw text when the server sent a malformed escape. */
-function decode(text: string): string {
-	try {
-		return decodeURIComponent(text);
-	}
-	catch {
-		return text;
-	}
-}
-
-/** `a=1&b=2` into pairs, decoded; a key without `=` gets "". Later duplicates win. */
-export function parseQuery(query: string): Record<string, string> {
-	const out: Record<string, string> = {};
-	if (!query) return out;
-	for (const pair of query.split("&")) {
-		if (!pair) continue;
-		const eq = pair.indexOf("=");
-		const key = decode(eq < 0 ? pair : pair.slice(0, eq));
-		if (!key) continue;
-		out[key] = eq < 0 ? "" : decode(pair.slice(eq + 1));
-	}
-	return out;
 }
 
 export interface ParsedBag {

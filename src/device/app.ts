@@ -171,14 +171,14 @@ export class Device {
 				p.emit({event: "hub.disconnected", code: error.code, message: error.message, retryInMs});
 				if (this.#host.now() - this.#offlineSince > REPROVISION_AFTER_OFFLINE_MS && this.#canReprovision()) {
 					this.#offlineSince = this.#host.now();
-					void this.#provision();
+					this.#reprovision();
 				}
 			},
 			onAuthFailure: error => {
 				p.emit({event: "error", code: error.code, message: error.message});
 				if (this.#canReprovision()) {
 					clearAssignment(this.#host.storage);
-					void this.#provision();
+					this.#reprovision();
 				}
 			},
 			onDesired: (patch, version) => this.#onDesired(patch, version),
@@ -204,6 +204,11 @@ export class Device {
 			if (error.code === "config") return;
 		}
 		this.#scheduleTelemetry();
+	}
+
+	/** Runs DPS again in the background; on the device an unhandled rejection would abort the VM. */
+	#reprovision(): void {
+		this.#provision().catch(e => this.#report(e));
 	}
 
 	#canReprovision(): boolean {
@@ -276,7 +281,7 @@ export class Device {
 			response = {status: 200, payload: {reprovisioning: true}};
 			clearAssignment(this.#host.storage);
 			this.#lastReprovision = -Infinity;
-			this.#host.setTimer(() => void this.#provision(), 100);
+			this.#host.setTimer(() => this.#reprovision(), 100);
 			break;
 		case "setTelemetryInterval": {
 			const ms = payload && typeof payload === "object" ? (payload as Record<string, unknown>).intervalMs : payload;

@@ -1,0 +1,426 @@
+/*
+ * MQTT 3.1.1 packets for a client that uses QoS 0 and 1 only. Encoders build each packet in one
+ * exactly sized Uint8Array; the parser takes the byte stream in whatever chunks the socket gives and
+ * checks each packet's type and size from its fixed header, before any body is buffered, so that a
+ * hostile or broken server cannot make a 40 KB device heap allocate what it claims.
+ */
+import {AzureIoTError} from "../errors.js";
+import {utf8Decode, utf8Encode} from "../encoding.js";
+import type {QoS} from "./types.js";
+
+/** The largest remaining length four varint bytes can express. */
+export const MAX_REMAINING_LENGTH = 268435455;
+
+export const DEFAULT_MAX_PACKET_BYTES = 262144 + 1024;
+
+const CONNECT = 1, CONNACK = 2, PUBLISH = 3, PUBACK = 4, PUBREC = 5, PUBREL = 6, PUBCOMP = 7, SUBSCRIBE = 8,
+	SUBACK = 9, UNSUBSCRIBE = 10, UNSUBACK = 11, PINGREQ = 12, PINGRESP = 13, DISCONNECT = 14;
+
+const NAMES = ["reserved (0)", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP", "SUBSCRIBE",
+	"SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP", "DISCONNECT", "reserved (15)"];
+
+export interface Will {
+	topic: string;
+	payload: Uint8Array;
+	qos: QoS;
+	retain: boolean;
+}
+
+export interface ConnectFields {
+	clientId: string;
+	username?: string;
+	password?: string | Uint8Array;
+	clean: boolean;
+	keepAliveSeconds: number;
+	will?: Will;
+}
+
+export interface PublishFields {
+	topic: string | Uint8Array;
+	qos: QoS;
+	retain?: boolean;
+	dup?: boolean;
+	/** 1..65535 for QoS 1; ignored for QoS 0. */
+	packetId?: number;
+}
+
+/** What a server may send to a QoS 0/1 client. */
+export type ServerPacket =
+	| {type: "connack"; sessionPresent: boolean; returnCode: number}
+	| {type: "publish"; topic: string; payload: Uint8Array; qos: QoS; retain: boolean; dup: boolean; packetId: number}
+	| {type: "puback"; packetId: number}
+	| {type: "suback"; packetId: number; granted: number[]}
+	| {type: "unsuback"; packetId: number}
+	| {type: "pingresp"};
+
+/* ------------------------------------------------------------------ encoding */
+
+function varintLength(n: number): number {
+	return n < 128 ? 1 : n < 16384 ? 2 : n < 2097152 ? 3 : 4;
+}
+
+/** Bytes on the wire of a packet whose remaining length is `remaining`. */
+export function packetSize(remaining: number): number {
+	return 1 + varintLength(remaining) + remaining;
+}
+
+function field(what: string, value: string | Uint8Array): Uint8Array {
+	const bytes = typeof value === "string" ? utf8Encode(value) : value;
+	if (bytes.length > 65535)
+		throw new AzureIoTError("config", `${what}: ${bytes.length} bytes, but MQTT allows at most 65535. Shorten it.`);
+	return bytes;
+}
+
+class Out {
+	readonly bytes: Uint8Array;
+	at = 0;
+
+	constructor(first: number, remaining: number, extra = 0) {
+		if (remaining > MAX_REMAINING_LENGTH)
+			throw new AzureIoTError("mqtt.tooLarge", `packet of ${remaining} bytes: MQTT allows at most ${MAX_REMAINING_LENGTH}. Send less per packet.`);
+		this.bytes = new Uint8Array(packetSize(remaining) - extra);
+		this.bytes[this.at++] = first;
+		let n = remaining;
+		do {
+			let b = n % 128;
+			n = Math.floor(n / 128);
+			if (n) b |= 128;
+			this.bytes[this.at++] = b;
+		} while (n);
+	}
+	u8(b: number) { this.bytes[this.at++] = b; }
+	u16(n: number) { this.bytes[this.at++] = n >> 8; this.bytes[this.at++] = n & 255; }
+	raw(b: Uint8Array) { this.bytes.set(b, this.at); this.at += b.length; }
+	field(b: Uint8Array) { this.u16(b.length); this.raw(b); }
+}
+
+function checkId(packetId: number | undefined): number {
+	if (packetId === undefined || !Number.isInteger(packetId) || packetId < 1 || packetId > 65535)
+		throw new AzureIoTError("config", `packet id ${packetId}: must be an integer from 1 to 65535.`);
+	return packetId;
+}
+
+export function encodeConnect(c: ConnectFields): Uint8Array {
+	if (!Number.isInteger(c.keepAliveSeconds) || c.keepAliveSeconds < 0 || c.keepAliveSeconds > 65535)
+		throw new AzureIoTError("config", `keepAliveSeconds ${c.keepAliveSeconds}: must be an integer from 0 to 65535.`);
+	if (c.password !== undefined && c.username === undefined)
+		throw new AzureIoTError("config", "password: given without a username, which MQTT 3.1.1 does not allow. Set username too.");
+	const id = field("clientId", c.clientId);
+	const user = c.username === undefined ? undefined : field("username", c.username);
+	// The password's length is the only thing about it an error may mention.
+	const pass = c.password === undefined ? undefined : field("password", c.password);
+	const willTopic = c.will ? field("will topic", c.will.topic) : undefined;
+	const willPayload = c.will ? field("will payload", c.will.payload) : undefined;
+	let flags = c.clean ? 0x02 : 0;
+	if (c.will) flags |= 0x04 | (c.will.qos << 3) | (c.will.retain ? 0x20 : 0);
+	if (user) flags |= 0x80;
+	if (pass) flags |= 0x40;
+	const remaining = 10 + 2 + id.length + (willTopic && willPayload ? 4 + willTopic.length + willPayload.length : 0) +
+		(user ? 2 + user.length : 0) + (pass ? 2 + pass.length : 0);
+	const out = new Out(CONNECT << 4, remaining);
+	out.u16(4);
+	out.u8(0x4d); out.u8(0x51); out.u8(0x54); out.u8(0x54); // "MQTT"
+	out.u8(4); // protocol level 3.1.1
+	out.u8(flags);
+	out.u16(c.keepAliveSeconds);
+	out.field(id);
+	if (willTopic && willPayload) { out.field(willTopic); out.field(willPayload); }
+	if (user) out.field(user);
+	if (pass) out.field(pass);
+	return out.bytes;
+}
+
+function publishStart(p: PublishFields, payloadLength: number, headerOnly: boolean): Out {
+	if (p.qos !== 0 && p.qos !== 1) throw new AzureIoTError("config", `qos ${p.qos}: this client publishes at QoS 0 or 1 only.`);
+	const topic = field("topic", p.topic);
+	const first = (PUBLISH << 4) | (p.dup ? 8 : 0) | (p.qos << 1) | (p.retain ? 1 : 0);
+	const out = new Out(first, 2 + topic.length + (p.qos ? 2 : 0) + payloadLength, headerOnly ? payloadLength : 0);
+	out.field(topic);
+	if (p.qos) out.u16(checkId(p.packetId));
+	return out;
+}
+
+export function encodePublish(p: PublishFields & {payload: Uint8Array}): Uint8Array {
+	const out = publishStart(p, p.payload.length, false);
+	out.raw(p.payload);
+	return out.bytes;
+}
+
+/** Everything of a PUBLISH but its payload, which can then be written as it is, without a copy. */
+export function encodePublishHeader(p: PublishFields, payloadLength: number): Uint8Array {
+	return publishStart(p, payloadLength, true).bytes;
+}
+
+export function encodePuback(packetId: number): Uint8Array {
+	const out = new Out(PUBACK << 4, 2);
+	out.u16(checkId(packetId));
+	return out.bytes;
+}
+
+export function encodeSubscribe(packetId: number, subscriptions: readonly {topic: string; qos: QoS}[]): Uint8Array {
+	if (!subscriptions.length) throw new AzureIoTError("config", "subscriptions: empty. Give at least one topic filter.");
+	const topics = subscriptions.map(s => field("topic filter", s.topic));
+	let remaining = 2;
+	for (const t of topics) remaining += 3 + t.length;
+	const out = new Out((SUBSCRIBE << 4) | 2, remaining);
+	out.u16(checkId(packetId));
+	topics.forEach((t, i) => {
+		const qos = subscriptions[i].qos;
+		if (qos !== 0 && qos !== 1) throw new AzureIoTError("config", `qos ${qos}: this client subscribes at QoS 0 or 1 only.`);
+		out.field(t);
+		out.u8(qos);
+	});
+	return out.bytes;
+}
+
+export function encodeUnsubscribe(packetId: number, topicFilters: readonly string[]): Uint8Array {
+	if (!topicFilters.length) throw new AzureIoTError("config", "topics: empty. Give at least one topic filter.");
+	const topics = topicFilters.map(t => field("topic filter", t));
+	let remaining = 2;
+	for (const t of topics) remaining += 2 + t.length;
+	const out = new Out((UNSUBSCRIBE << 4) | 2, remaining);
+	out.u16(checkId(packetId));
+	for (const t of topics) out.field(t);
+	return out.bytes;
+}
+
+export function encodePingreq(): Uint8Array {
+	return Uint8Array.of(PINGREQ << 4, 0);
+}
+
+export function encodeDisconnect(): Uint8Array {
+	return Uint8Array.of(DISCONNECT << 4, 0);
+}
+
+/* ------------------------------------------------------------------ decoding */
+
+function protocolError(problem: string): AzureIoTError {
+	return new AzureIoTError("mqtt.protocol",
+		`${problem}. The server does not speak MQTT 3.1.1 as a broker must: check that server.host and port point at an MQTT 3.1.1 broker.`);
+}
+
+/** Checks the first byte of a packet from the server; returns the packet type. */
+function checkFirstByte(b: number): number {
+	const type = b >> 4, flags = b & 15;
+	switch (type) {
+	case CONNACK: case PUBACK: case SUBACK: case UNSUBACK: case PINGRESP:
+		if (flags) throw protocolError(`the server sent a ${NAMES[type]} with reserved flags 0x${flags.toString(16)} set`);
+		return type;
+	case PUBLISH: {
+		const qos = (flags >> 1) & 3;
+		if (qos === 3) throw protocolError("the server sent a PUBLISH with QoS 3, which does not exist");
+		if (qos === 2) throw protocolError("the server sent a QoS 2 PUBLISH, though this client subscribes at QoS 0 or 1 only");
+		return type;
+	}
+	case PUBREC: case PUBREL: case PUBCOMP:
+		throw protocolError(`the server sent ${NAMES[type]}, part of a QoS 2 exchange this client never starts`);
+	case CONNECT: case SUBSCRIBE: case UNSUBSCRIBE: case PINGREQ: case DISCONNECT:
+		throw protocolError(`the server sent ${NAMES[type]}, which only clients send`);
+	default:
+		throw protocolError(`the server sent a packet of reserved type ${type}`);
+	}
+}
+
+/** Checks a remaining length against the packet type before the body is read. */
+function checkRemaining(first: number, remaining: number): void {
+	const type = first >> 4;
+	const fixed = type === CONNACK || type === PUBACK || type === UNSUBACK ? 2 : type === PINGRESP ? 0 : -1;
+	if (fixed >= 0 && remaining !== fixed)
+		throw protocolError(`the server sent a ${NAMES[type]} with remaining length ${remaining}, not ${fixed}`);
+	if (type === SUBACK && remaining < 3)
+		throw protocolError(`the server sent a SUBACK with remaining length ${remaining}, less than the 3 it needs`);
+	if (type === PUBLISH && remaining < 3 + (first & 6 ? 2 : 0))
+		throw protocolError(`the server sent a PUBLISH with remaining length ${remaining}, too short for a topic${first & 6 ? " and packet id" : ""}`);
+}
+
+function u16(b: Uint8Array, at: number): number {
+	return (b[at] << 8) | b[at + 1];
+}
+
+function nonZeroId(body: Uint8Array, at: number, type: number): number {
+	const id = u16(body, at);
+	if (!id) throw protocolError(`the server sent a ${NAMES[type]} with packet id 0`);
+	return id;
+}
+
+/** Decodes a complete body. `owned`: the body is the parser's own copy, so the payload may share it. */
+function decode(first: number, body: Uint8Array, owned: boolean): ServerPacket {
+	const type = first >> 4;
+	switch (type) {
+	case CONNACK: {
+		if (body[0] & 0xfe) throw protocolError(`the server sent a CONNACK with reserved acknowledge flags 0x${body[0].toString(16)}`);
+		const sessionPresent = (body[0] & 1) === 1;
+		if (sessionPresent && body[1] !== 0) throw protocolError(`the server sent a CONNACK refusing (code ${body[1]}) yet with session present set`);
+		return {type: "connack", sessionPresent, returnCode: body[1]};
+	}
+	case PUBLISH: {
+		const qos = ((first >> 1) & 3) as QoS;
+		const length = u16(body, 0);
+		const end = 2 + length;
+		if (end + (qos ? 2 : 0) > body.length)
+			throw protocolError(`the server sent a PUBLISH whose ${length}-byte topic runs past the end of the packet`);
+		if (!length) throw protocolError("the server sent a PUBLISH with an empty topic");
+		for (let i = 2; i < end; i++) {
+			const c = body[i];
+			// Bytes, not characters: UTF-8 never encodes other characters with these byte values.
+			if (c === 0x2b || c === 0x23 || c === 0) throw protocolError("the server sent a PUBLISH whose topic contains a wildcard or NUL");
+		}
+		const topic = utf8Decode(body.subarray(2, end));
+		const packetId = qos ? nonZeroId(body, end, type) : 0;
+		const start = end + (qos ? 2 : 0);
+		const payload = owned ? body.subarray(start) : copy(body.subarray(start));
+		return {type: "publish", topic, payload, qos, retain: (first & 1) === 1, dup: (first & 8) === 8, packetId};
+	}
+	case PUBACK:
+		return {type: "puback", packetId: nonZeroId(body, 0, type)};
+	case UNSUBACK:
+		return {type: "unsuback", packetId: nonZeroId(body, 0, type)};
+	case SUBACK: {
+		const packetId = nonZeroId(body, 0, type);
+		const granted: number[] = [];
+		for (let i = 2; i < body.length; i++) {
+			const code = body[i];
+			if (code > 2 && code !== 0x80) throw protocolError(`the server sent a SUBACK with return code 0x${code.toString(16)}, not 0, 1, 2 or 0x80`);
+			granted.push(code);
+		}
+		return {type: "suback", packetId, granted};
+	}
+	default: // PINGRESP: checkFirstByte lets nothing else through
+		return {type: "pingresp"};
+	}
+}
+
+/** A plain copy: Buffer#slice (a host may hand us Buffers) would share memory instead. */
+export function copy(bytes: Uint8Array): Uint8Array {
+	const out = new Uint8Array(bytes.length);
+	out.set(bytes);
+	return out;
+}
+
+const EMPTY = new Uint8Array(0);
+const FIRST = 0, LENGTH = 1, BODY = 2;
+
+/**
+ * Incremental parser of the server's byte stream. push() queues a chunk (kept by reference, not
+ * copied); next() returns the next complete packet or undefined when more bytes are needed. Errors
+ * are AzureIoTError "mqtt.protocol" or "mqtt.tooLarge"; after one, the parser stays failed.
+ */
+export class PacketParser {
+	readonly maxPacketBytes: number;
+	#chunks: Uint8Array[] = [];
+	#offset = 0; // into #chunks[0]
+	#state = FIRST;
+	#first = 0;
+	#remaining = 0;
+	#lengthBytes = 0;
+	#multiplier = 1;
+	#body: Uint8Array = EMPTY;
+	#filled = 0;
+	#error: AzureIoTError | undefined;
+
+	constructor(maxPacketBytes: number = DEFAULT_MAX_PACKET_BYTES) {
+		if (!Number.isInteger(maxPacketBytes) || maxPacketBytes < 2)
+			throw new AzureIoTError("config", `maxPacketBytes ${maxPacketBytes}: must be an integer of at least 2.`);
+		this.maxPacketBytes = maxPacketBytes;
+	}
+
+	push(chunk: Uint8Array): void {
+		if (this.#error || !chunk.length) return;
+		this.#chunks.push(chunk);
+	}
+
+	/** Bytes held: queued chunks not yet consumed plus the body being filled. */
+	get buffered(): number {
+		let n = this.#body.length;
+		for (let i = 0; i < this.#chunks.length; i++) n += this.#chunks[i].length - (i ? 0 : this.#offset);
+		return n;
+	}
+
+	/** Whether pushed bytes wait to be consumed by next(). */
+	get pending(): boolean {
+		return this.#chunks.length > 0;
+	}
+
+	next(): ServerPacket | undefined {
+		if (this.#error) throw this.#error;
+		try {
+			return this.#step();
+		}
+		catch (e) {
+			this.#error = e instanceof AzureIoTError ? e : protocolError(`undecodable packet (${String(e)})`);
+			this.#chunks = [];
+			this.#body = EMPTY;
+			throw this.#error;
+		}
+	}
+
+	#byte(): number {
+		const head = this.#chunks[0];
+		if (!head) return -1;
+		const b = head[this.#offset++];
+		if (this.#offset >= head.length) this.#advance();
+		return b;
+	}
+
+	#advance(): void {
+		this.#chunks.shift();
+		this.#offset = 0;
+	}
+
+	#step(): ServerPacket | undefined {
+		for (;;) {
+			if (this.#state === FIRST) {
+				const b = this.#byte();
+				if (b < 0) return undefined;
+				checkFirstByte(b);
+				this.#first = b;
+				this.#remaining = 0;
+				this.#lengthBytes = 0;
+				this.#multiplier = 1;
+				this.#state = LENGTH;
+			}
+			if (this.#state === LENGTH) {
+				const b = this.#byte();
+				if (b < 0) return undefined;
+				this.#remaining += (b & 127) * this.#multiplier;
+				this.#multiplier *= 128;
+				this.#lengthBytes++;
+				if (1 + this.#lengthBytes + this.#remaining > this.maxPacketBytes)
+					throw new AzureIoTError("mqtt.tooLarge",
+						`the server sent a ${NAMES[this.#first >> 4]} of at least ${1 + this.#lengthBytes + this.#remaining} bytes, over the ${this.maxPacketBytes}-byte limit (maxIncomingPacketBytes). Raise the limit if messages this large are expected.`);
+				if (b & 128) {
+					if (this.#lengthBytes === 4) throw protocolError("the server sent a remaining length longer than 4 bytes");
+					continue;
+				}
+				checkRemaining(this.#first, this.#remaining);
+				this.#state = FIRST;
+				if (!this.#remaining) return decode(this.#first, EMPTY, true);
+				const head = this.#chunks[0];
+				if (head && head.length - this.#offset >= this.#remaining) {
+					// The whole body is in one chunk: decode it in place.
+					const body = head.subarray(this.#offset, this.#offset + this.#remaining);
+					this.#offset += this.#remaining;
+					if (this.#offset >= head.length) this.#advance();
+					return decode(this.#first, body, false);
+				}
+				this.#body = new Uint8Array(this.#remaining);
+				this.#filled = 0;
+				this.#state = BODY;
+			}
+			// BODY
+			while (this.#filled < this.#body.length) {
+				const head = this.#chunks[0];
+				if (!head) return undefined;
+				const n = Math.min(head.length - this.#offset, this.#body.length - this.#filled);
+				this.#body.set(head.subarray(this.#offset, this.#offset + n), this.#filled);
+				this.#filled += n;
+				this.#offset += n;
+				if (this.#offset >= head.length) this.#advance();
+			}
+			const body = this.#body;
+			this.#body = EMPTY;
+			this.#state = FIRST;
+			return decode(this.#first, body, true);
+		}
+	}
+}
