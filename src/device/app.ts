@@ -52,6 +52,8 @@ export class Device {
 	readonly #startedAt: number;
 	#stopped = false;
 	#provisioning = false;
+	/** The desired version last applied, once one has been. */
+	#desiredVersion?: number;
 
 	constructor(options: {platform: DevicePlatform; config: DeviceConfig}) {
 		this.#platform = options.platform;
@@ -245,7 +247,9 @@ export class Device {
 		this.#hub?.updateReported({
 			firmwareVersion: this.#config.firmwareVersion,
 			bootCount: this.#bootCount,
-			telemetryIntervalMs: this.#intervalMs,
+			// The writable property in IoT Plug and Play's shape from the start: until a desired value is
+			// applied, the interval in use is the configured default (ac 203, av 0).
+			...(this.#desiredVersion === undefined ? {telemetryIntervalMs: {value: this.#intervalMs, ac: 203, av: 0, ad: "default"}} : {}),
 		}).then(version => this.#platform.emit({event: "twin.reported", version}), e => this.#report(e));
 	}
 
@@ -253,6 +257,7 @@ export class Device {
 		const p = this.#platform;
 		p.emit({event: "twin.desired", version, keys: Object.keys(patch).filter(k => !k.startsWith("$"))});
 		if (!("telemetryIntervalMs" in patch)) return;
+		this.#desiredVersion = version;
 		const value = patch.telemetryIntervalMs;
 		const ok = typeof value === "number" && Number.isFinite(value) && value >= TELEMETRY_INTERVAL_MIN_MS && value <= TELEMETRY_INTERVAL_MAX_MS;
 		if (ok) this.#setInterval(value);
