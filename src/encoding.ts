@@ -77,7 +77,8 @@ export function utf8Decode(bytes: Uint8Array): string {
 			chunk.push(0xd800 + (cp >> 10), 0xdc00 + (cp & 0x3ff));
 		}
 		else chunk.push(cp);
-		if (chunk.length > 4096) flush();
+		// Small batches: in XS every argument of fromCharCode.apply takes a stack slot.
+		if (chunk.length >= 64) flush();
 	}
 	flush();
 	return s;

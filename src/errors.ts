@@ -40,13 +40,17 @@ export class AzureIoTError extends Error {
 
 	constructor(code: ErrorCode, message: string, extra: {status?: number; retryAfter?: number; retriable?: boolean} = {}) {
 		super(message);
-		this.name = "AzureIoTError";
 		this.code = code;
 		if (extra.status !== undefined) this.status = extra.status;
 		if (extra.retryAfter !== undefined) this.retryAfter = extra.retryAfter;
 		this.retriable = extra.retriable ?? false;
 	}
 }
+
+// Not `this.name = ...` in the constructor: Error.prototype is frozen in the firmware image, and
+// assigning a property that a frozen prototype holds throws in XS ("set name: not writable"), which
+// turned every error on the device into that one. Defined once on this class's own prototype instead.
+Object.defineProperty(AzureIoTError.prototype, "name", {value: "AzureIoTError", writable: true, configurable: true});
 
 export function configError(field: string, problem: string, fix: string): AzureIoTError {
 	return new AzureIoTError("config", `${field}: ${problem}. ${fix}`);

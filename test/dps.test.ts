@@ -152,7 +152,7 @@ test("terminal replies end at once with an error that names the fix", async t =>
 		reply(session, status, body);
 		await done;
 		const error = outcome()!.error!;
-		t.is(error.code, code, String(status));
+		t.is(error.code as string, code, String(status));
 		t.regex(error.message, message);
 		t.is(error.status, status);
 		await host.advanceAsync(600_000);
@@ -169,7 +169,7 @@ test("failed and disabled registrations are terminal and carry the registration 
 		reply(session, 200, {operationId: "op", status, registrationState: {registrationId: REG, status, errorCode: 400209, errorMessage: "Custom allocation failed"}});
 		await done;
 		const error = outcome()!.error! as AzureIoTError & {result?: {errorCode?: number}};
-		t.is(error.code, `dps.${status}`);
+		t.is(error.code as string, `dps.${status}`);
 		t.is(error.result?.errorCode, 400209);
 	}
 });

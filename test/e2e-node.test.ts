@@ -95,7 +95,7 @@ test("hub: telemetry, cloud-to-device, twin, desired updates and a direct method
 		t.true(version >= 1);
 		const twin = await hub.getTwin();
 		t.is(twin.reported.firmwareVersion, "1.0.0");
-		t.deepEqual(rig.emulator.twin(id).reported.nested, {a: 1});
+		t.deepEqual((rig.emulator.twin(id).reported as Record<string, unknown>).nested, {a: 1});
 
 		const {version: desiredVersion} = rig.emulator.patchDesired(id, {telemetryIntervalMs: 5000});
 		await eventually(() => desired.find(([, v]) => v === desiredVersion), 10_000, "the desired update");

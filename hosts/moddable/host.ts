@@ -1,0 +1,348 @@
+/*
+ * The Host (src/host.ts) on the Moddable SDK: the same host for the ESP32 and the Linux simulator.
+ *
+ * TLS is the SDK's SecureSocket (its JS TLS 1.2 over the `socket` module). It is used rather than
+ * the ECMA-419 TLS socket because a certificate failure there escapes as an unhandled exception and
+ * aborts the VM; SecureSocket catches it and reports socket error -2, which this file turns into
+ * onClose({kind: "tls"}) with the reason.
+ *
+ * Trust: the roots of each ConnectOptions are registered on that session's own CertificateManager,
+ * never globally (CertificateManager.register would pile up across connections, so a test root
+ * could outlive the connection that asked for it). The manifest ships no caN.der store files, so
+ * the SDK's built-in index (ca.ski) can match nothing: only the given roots anchor a chain.
+ */
+import SecureSocket from "securesocket";
+import Timer from "timer";
+import {Digest} from "crypt";
+import HMAC from "hmac";
+import Preference from "preference";
+import type {Connection, ConnectionHandlers, ConnectOptions, Host, HostError, Storage, TimerHandle} from "../../src/host.js";
+
+// Socket callback messages (modules/network/socket/socket.js).
+const CONNECTED = 1, READABLE = 2, WRITABLE = 3, DISCONNECTED = -1;
+
+/**
+ * Writes are cut to this size at most: each chunk becomes one TLS record, and on the ESP32 a write
+ * larger than the free lwIP send buffer throws "can't write all data" (CONFIG_LWIP_TCP_SND_BUF_DEFAULT
+ * is 8192, less whatever is still unacknowledged).
+ */
+const MAX_CHUNK = 2048;
+
+/** What SecureSocket has beyond its published typings: the members this file relies on. */
+interface SecureSocketInternals {
+	callback: (message: number, value?: number) => void;
+	handshaking?: boolean;
+	closing?: boolean | number;
+	sock?: {close(): void};
+	ssl?: {certificateManager: {register(certificate: ArrayBuffer): void}};
+	messageHandler(bytesAvailable: number): void;
+	read(type: typeof ArrayBuffer): ArrayBuffer;
+	write(): number;
+	write(data: ArrayBufferLike | Uint8Array): void;
+	close(): void;
+}
+const SecureSocketBase = SecureSocket as unknown as new (dictionary: Record<string, unknown>) => SecureSocketInternals;
+
+/**
+ * Records what SecureSocket swallows: whether TCP came up (the handshake starts on the first
+ * messageHandler call) and the exception that ended the session, so the error can say why.
+ */
+class PinnedSecureSocket extends SecureSocketBase {
+	tcpUp = false;
+	/** Bytes came from the server: without them a failure cannot be about its certificate. */
+	received = false;
+	failure: string | undefined;
+
+	constructor(dictionary: Record<string, unknown>, roots: readonly Uint8Array[]) {
+		super(dictionary);
+		try {
+			for (const root of roots)
+				this.ssl!.certificateManager.register(exactBuffer(root));
+		}
+		catch (e) {
+			super.close();
+			throw e;
+		}
+	}
+
+	/**
+	 * Closes the TCP socket on the next turn, never inside a socket callback: the Linux socket
+	 * (modules/network/socket/lin/modSocket.c) releases its host object after the callback returns,
+	 * and a socket closed inside the callback may be collected by then, which crashes mcsim
+	 * (SIGSEGV in socketConnected; seen when a refused connect() reports "connected" and the
+	 * first write fails). SecureSocket ignores every later callback once `closing` is set.
+	 */
+	override close(): void {
+		const sock = this.sock;
+		this.closing = true;
+		delete this.ssl;
+		delete this.sock;
+		if (sock) Timer.set(() => {
+			try {
+				sock.close();
+			}
+			catch {
+				// the socket had already been torn down underneath (peer closed)
+			}
+		});
+	}
+
+	override messageHandler(bytesAvailable: number): void {
+		if (this.handshaking) this.tcpUp = true;
+		if (bytesAvailable > 0) this.received = true;
+		try {
+			super.messageHandler(bytesAvailable);
+		}
+		catch (e) {
+			this.failure ??= errorText(e);
+			throw e;
+		}
+	}
+}
+
+class ModdableConnection implements Connection {
+	#socket: PinnedSecureSocket | undefined;
+	#handlers: ConnectionHandlers;
+	#options: ConnectOptions;
+	#queue: Uint8Array[] = [];
+	#established = false;
+	/** onConnect has been delivered: data before that waits in #early. */
+	#ready = false;
+	#early: Uint8Array[] = [];
+	#closed = false;
+	#log: ((line: string) => void) | undefined;
+
+	constructor(options: ConnectOptions, handlers: ConnectionHandlers, log: ((line: string) => void) | undefined) {
+		this.#handlers = handlers;
+		this.#options = options;
+		this.#log = log;
+		if (!options.roots.length) throw new Error("no trusted roots given: refusing to connect without a pinned root");
+		try {
+			this.#socket = new PinnedSecureSocket({
+				host: options.host,
+				port: options.port,
+				secure: {
+					serverName: options.serverName ?? options.host,
+					protocolVersion: 0x303,
+				},
+			}, options.roots);
+		}
+		catch (e) {
+			// Reported like any other failure (the contract: onClose, never a throw from connect), but
+			// not from inside connect(): the caller has not got the Connection yet.
+			const error: HostError = {kind: "tls", message: `cannot set up TLS for ${options.host}: ${errorText(e)}. Check the clock and the pinned roots`};
+			Timer.set(() => this.#report(error));
+			return;
+		}
+		this.#socket.callback = (message, value) => this.#onSocket(message, value ?? 0);
+	}
+
+	write(bytes: Uint8Array): void {
+		if (this.#closed || !this.#socket) throw new Error("connection closed");
+		if (bytes.length) this.#queue.push(bytes);
+		if (this.#established) this.#flush();
+	}
+
+	close(): void {
+		if (this.#closed) return;
+		this.#closed = true;
+		this.#queue = [];
+		const socket = this.#socket;
+		this.#socket = undefined;
+		try {
+			socket?.close();
+		}
+		catch {
+			// already closed underneath
+		}
+	}
+
+	#onSocket(message: number, value: number): void {
+		if (this.#closed) return;
+		// Anything thrown in here would be swallowed by SecureSocket and turned into socket error -2:
+		// catch it so that the reason is reported instead of lost.
+		try {
+			switch (message) {
+				case CONNECTED:
+					this.#established = true;
+					// The handshake completes deep inside SecureSocket's record processing: let the
+					// core start its session (CONNECT, SAS, first writes) on a fresh stack instead.
+					Timer.set(() => {
+						if (this.#closed) return;
+						try {
+							this.#ready = true;
+							this.#handlers.onConnect();
+							for (const bytes of this.#early.splice(0)) if (!this.#closed) this.#handlers.onData(bytes);
+							this.#flush();
+						}
+						catch (e) {
+							this.#fail(e);
+						}
+					});
+					break;
+				case READABLE: {
+					const socket = this.#socket;
+					if (!socket || value <= 0) break;
+					const data = socket.read(ArrayBuffer);
+					if (!data.byteLength) break;
+					if (this.#ready) this.#handlers.onData(new Uint8Array(data));
+					else this.#early.push(new Uint8Array(data));
+				}
+					break;
+				case WRITABLE:
+					this.#flush();
+					break;
+				default:
+					if (message < 0) this.#report(this.#classify(message));
+					break;
+			}
+		}
+		catch (e) {
+			this.#fail(e);
+		}
+	}
+
+	#fail(e: unknown): void {
+		const text = errorText(e);
+		this.#log?.(`connection handler threw: ${text}`);
+		this.#report({kind: "io", message: `connection to ${this.#options.host} closed after an internal error: ${text}`});
+	}
+
+	#flush(): void {
+		const socket = this.#socket;
+		while (socket && !this.#closed && this.#queue.length) {
+			const available = socket.write();
+			if (available <= 0) return; // resumes on the next writable callback
+			const head = this.#queue[0];
+			const size = Math.min(available, MAX_CHUNK, head.length);
+			socket.write(exactBuffer(size === head.length ? head : head.subarray(0, size)));
+			if (size === head.length) this.#queue.shift();
+			else this.#queue[0] = head.subarray(size);
+		}
+	}
+
+	#classify(message: number): HostError {
+		const socket = this.#socket;
+		const where = `${this.#options.host}:${this.#options.port}`;
+		const why = socket?.failure;
+		// On Linux a refused connect() still shows as "connected"; the first write then fails.
+		if (!socket?.tcpUp || (!socket.received && why?.includes("write failed")))
+			return {kind: "refused", message: `cannot connect to ${where}: refused, unreachable or the name did not resolve`};
+		if (!this.#established) {
+			if (!socket.received)
+				return message === DISCONNECTED
+					? {kind: "closed", message: `${where} closed the connection before the TLS handshake`}
+					: {kind: "reset", message: `the connection to ${where} was reset before the TLS handshake${why ? ` (${why})` : ""}`};
+			return {kind: "tls", message: why ? `TLS handshake with ${where} failed: ${why}` : `${where} closed the connection during the TLS handshake`};
+		}
+		if (why) return {kind: "io", message: `TLS error on the connection to ${where}: ${why}`};
+		if (message === DISCONNECTED) return {kind: "closed", message: `connection closed by ${where}`};
+		return {kind: "reset", message: `connection to ${where} was reset`};
+	}
+
+	#report(error: HostError): void {
+		if (this.#closed) return;
+		this.close();
+		try {
+			this.#handlers.onClose(error);
+		}
+		catch (e) {
+			this.#log?.(`onClose handler threw: ${errorText(e)}`);
+		}
+	}
+}
+
+/** Preference (NVS on the ESP32) in one domain, with the ESP32's limits enforced everywhere. */
+class PreferenceStorage implements Storage {
+	readonly #domain: string;
+	readonly #log: ((line: string) => void) | undefined;
+
+	constructor(domain: string, log: ((line: string) => void) | undefined) {
+		checkName("domain", domain);
+		this.#domain = domain;
+		this.#log = log;
+	}
+
+	get(key: string): string | undefined {
+		checkName("key", key);
+		const value = Preference.get(this.#domain, key);
+		return typeof value === "string" ? value : undefined;
+	}
+
+	set(key: string, value: string): void {
+		checkName("key", key);
+		if (value.length > MAX_VALUE_CHARS) throw new Error(`storage value for ${key} is ${value.length} characters: at most ${MAX_VALUE_CHARS} fit in one NVS entry`);
+		try {
+			Preference.set(this.#domain, key, value);
+		}
+		catch (e) {
+			// The cache is an optimisation: a full NVS partition must not stop the device.
+			this.#log?.(`storage: cannot save ${key}: ${errorText(e)}`);
+		}
+	}
+
+	delete(key: string): void {
+		checkName("key", key);
+		try {
+			Preference.delete(this.#domain, key);
+		}
+		catch (e) {
+			this.#log?.(`storage: cannot delete ${key}: ${errorText(e)}`);
+		}
+	}
+}
+
+/** NVS: names of at most 15 characters; values up to 4000 bytes (UTF-8: stay well below in characters). */
+const MAX_NAME = 15;
+const MAX_VALUE_CHARS = 1300;
+
+function checkName(what: string, name: string): void {
+	if (!name || name.length > MAX_NAME) throw new Error(`storage ${what} "${name}" must be 1 to ${MAX_NAME} characters (ESP32 NVS limit)`);
+}
+
+export interface ModdableHostOptions {
+	/** Preference domain for Storage; default "azure". */
+	storageDomain?: string;
+	/** Diagnostic lines; default trace(). */
+	log?: (line: string) => void;
+	/** Default Math.random: esp_random() on the ESP32, a hardware generator. */
+	random?: () => number;
+}
+
+export function createModdableHost(options: ModdableHostOptions = {}): Host {
+	const log = options.log ?? ((line: string) => trace(line + "\n"));
+	return Object.freeze({
+		connect: (o: ConnectOptions, h: ConnectionHandlers): Connection => new ModdableConnection(o, h, log),
+		setTimer(callback: () => void, ms: number): TimerHandle {
+			// An exception escaping a timer callback aborts the VM: contain it and say so.
+			return Timer.set(() => {
+				try {
+					callback();
+				}
+				catch (e) {
+					log(`timer callback threw: ${errorText(e)}`);
+				}
+			}, Math.max(0, ms));
+		},
+		clearTimer(handle: TimerHandle | undefined): void {
+			if (handle !== undefined) Timer.clear(handle as Timer);
+		},
+		now: () => Date.now(),
+		random: options.random ?? (() => Math.random()),
+		hmacSha256(key: Uint8Array, message: Uint8Array): Uint8Array {
+			return new Uint8Array(new HMAC(new Digest("SHA256"), exactBuffer(key)).process(exactBuffer(message)));
+		},
+		storage: new PreferenceStorage(options.storageDomain ?? "azure", log),
+		log,
+	});
+}
+
+/** The bytes of a view as an ArrayBuffer of exactly that length (SDK natives take whole buffers). */
+export function exactBuffer(bytes: Uint8Array): ArrayBuffer {
+	if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer) return bytes.buffer;
+	return bytes.slice().buffer as ArrayBuffer;
+}
+
+export function errorText(e: unknown): string {
+	return e instanceof Error ? e.message : String(e);
+}
