@@ -1,0 +1,153 @@
+/*
+ * The service-side HTTP JSON API (what the Azure portal / service SDKs do), on 127.0.0.1 only.
+ */
+import * as http from "node:http";
+import type * as net from "node:net";
+import type {Emulator} from "./index.js";
+import {EmulatorHttpError} from "./registry.js";
+
+export interface ApiServer {
+	url: string;
+	close(): Promise<void>;
+}
+
+type Handler = (params: string[], body: unknown) => Promise<[number, unknown]> | [number, unknown];
+
+const MAX_BODY = 1024 * 1024;
+
+function readBody(req: http.IncomingMessage): Promise<unknown> {
+	return new Promise((resolve, reject) => {
+		const chunks: Buffer[] = [];
+		let size = 0;
+		req.on("data", (chunk: Buffer) => {
+			size += chunk.length;
+			if (size > MAX_BODY) {
+				reject(new EmulatorHttpError(413, "Request body too large."));
+				req.destroy();
+				return;
+			}
+			chunks.push(chunk);
+		});
+		req.on("end", () => {
+			const text = Buffer.concat(chunks).toString("utf8");
+			if (!text.trim()) return resolve(undefined);
+			try {
+				resolve(JSON.parse(text));
+			}
+			catch {
+				reject(new EmulatorHttpError(400, "The request body is not valid JSON."));
+			}
+		});
+		req.on("error", reject);
+	});
+}
+
+function object(body: unknown): Record<string, unknown> {
+	if (typeof body !== "object" || body === null || Array.isArray(body)) throw new EmulatorHttpError(400, "Expected a JSON object body.");
+	return body as Record<string, unknown>;
+}
+
+export function startApi(emulator: Emulator, options: {port: number; host: string; log: (line: string) => void}): Promise<ApiServer> {
+	const routes: [string, RegExp, Handler][] = [
+		["POST", /^\/enrollments$/, (_p, body) => [201, emulator.addEnrollment(object(body) as never)]],
+		["PATCH", /^\/enrollments\/([^/]+)$/, ([id], body) => {
+			const b = object(body);
+			if (typeof b.enabled !== "boolean") throw new EmulatorHttpError(400, "Expected {\"enabled\": true|false}.");
+			emulator.setEnrollmentEnabled(id, b.enabled);
+			return [200, {registrationId: id, enabled: b.enabled}];
+		}],
+		["POST", /^\/enrollment-groups$/, (_p, body) => [201, emulator.addEnrollmentGroup(object(body) as never)]],
+		["PATCH", /^\/enrollment-groups\/([^/]+)$/, ([id], body) => {
+			const b = object(body);
+			if (typeof b.enabled !== "boolean") throw new EmulatorHttpError(400, "Expected {\"enabled\": true|false}.");
+			emulator.setEnrollmentEnabled(id, b.enabled);
+			return [200, {groupId: id, enabled: b.enabled}];
+		}],
+		["GET", /^\/devices$/, () => [200, emulator.devices()]],
+		["DELETE", /^\/devices\/([^/]+)$/, ([id]) => {
+			emulator.deleteDevice(id);
+			return [204, undefined];
+		}],
+		["GET", /^\/devices\/([^/]+)\/telemetry$/, ([id]) => [200, emulator.telemetry(id)]],
+		["POST", /^\/devices\/([^/]+)\/c2d$/, ([id], body) => [202, emulator.sendC2d(id, object(body) as never)]],
+		["GET", /^\/devices\/([^/]+)\/c2d$/, ([id]) => [200, {queued: emulator.c2dQueue(id)}]],
+		["GET", /^\/devices\/([^/]+)\/twin$/, ([id]) => [200, emulator.twin(id)]],
+		["PATCH", /^\/devices\/([^/]+)\/twin\/desired$/, ([id], body) => [200, emulator.patchDesired(id, object(body))]],
+		["POST", /^\/devices\/([^/]+)\/methods\/([^/]+)$/, async ([id, name], body) => {
+			const b = body === undefined ? {} : object(body);
+			const timeout = b.timeoutSeconds === undefined ? undefined : Number(b.timeoutSeconds);
+			if (timeout !== undefined && !(timeout >= 0)) throw new EmulatorHttpError(400, "\"timeoutSeconds\" must be a non-negative number.");
+			return [200, await emulator.invokeMethod(id, name, b.payload, timeout)];
+		}],
+		["POST", /^\/faults$/, (_p, body) => {
+			try {
+				emulator.addFault(object(body) as never);
+			}
+			catch (error) {
+				if (error instanceof EmulatorHttpError) throw error;
+				throw new EmulatorHttpError(400, (error as Error).message);
+			}
+			return [201, {faults: emulator.faults()}];
+		}],
+		["GET", /^\/faults$/, () => [200, emulator.faults()]],
+		["DELETE", /^\/faults$/, () => {
+			emulator.clearFaults();
+			return [204, undefined];
+		}],
+		["POST", /^\/faults\/drop$/, () => {
+			emulator.dropAll();
+			return [204, undefined];
+		}],
+		["GET", /^\/stats$/, () => [200, emulator.stats()]],
+	];
+
+	const server = http.createServer((req, res) => {
+		const send = (status: number, value: unknown) => {
+			const text = value === undefined ? "" : JSON.stringify(value);
+			res.writeHead(status, {"content-type": "application/json", "content-length": Buffer.byteLength(text)});
+			res.end(text);
+		};
+		const url = new URL(req.url ?? "/", "http://localhost");
+		const matches = routes.map(([method, re, handler]) => ({method, m: re.exec(url.pathname), handler})).filter(r => r.m);
+		const route = matches.find(r => r.method === req.method);
+		if (!route) {
+			send(matches.length ? 405 : 404, {error: matches.length ? `Method ${req.method} not allowed on ${url.pathname}.` : `No route ${req.method} ${url.pathname}.`});
+			return;
+		}
+		(async () => {
+			const body = await readBody(req);
+			let params: string[];
+			try {
+				params = (route.m as RegExpExecArray).slice(1).map(decodeURIComponent);
+			}
+			catch {
+				throw new EmulatorHttpError(400, "Bad URL encoding in the path.");
+			}
+			const [status, value] = await route.handler(params, body);
+			send(status, value);
+		})().catch((error: unknown) => {
+			const status = error instanceof EmulatorHttpError ? error.status : 500;
+			if (status === 500) options.log(`api: ${req.method} ${url.pathname}: ${(error as Error)?.stack ?? String(error)}`);
+			send(status, {error: (error as Error)?.message ?? String(error)});
+		});
+	});
+	const sockets = new Set<net.Socket>();
+	server.on("connection", socket => {
+		sockets.add(socket);
+		socket.once("close", () => sockets.delete(socket));
+	});
+	return new Promise((resolve, reject) => {
+		server.once("error", reject);
+		server.listen(options.port, options.host, () => {
+			server.off("error", reject);
+			const address = server.address() as net.AddressInfo;
+			resolve({
+				url: `http://${options.host}:${address.port}`,
+				close: () => new Promise<void>(done => {
+					for (const socket of sockets) socket.destroy();
+					server.close(() => done());
+				}),
+			});
+		});
+	});
+}

@@ -1,0 +1,80 @@
+/*
+ * `npm run emulator -- [--port N] [--api-port M] [--id-scope S] [--hub-name H] [--data-dir D]`
+ * Prints exactly one JSON line on stdout when ready; logs go to stderr.
+ */
+import {Command, InvalidArgumentError} from "commander";
+import {type TlsProfile, startEmulator} from "./index.js";
+import {TLS_PROFILES} from "./pki.js";
+
+function portNumber(value: string): number {
+	const n = Number(value);
+	if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError("a port is an integer from 0 to 65535.");
+	return n;
+}
+
+function count(value: string): number {
+	const n = Number(value);
+	if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("expected a non-negative integer.");
+	return n;
+}
+
+const program = new Command()
+	.name("emulator")
+	.description("Local Azure IoT Hub Device Provisioning Service + IoT Hub emulator (MQTT over TLS)")
+	.option("--port <n>", "MQTT/TLS port for DPS and hub (8883 like Azure, 0 = ephemeral)", portNumber, 0)
+	.option("--api-port <n>", "HTTP service API port on 127.0.0.1 (0 = ephemeral)", portNumber, 0)
+	.option("--bind-host <host>", "address the MQTT/TLS listener binds", "127.0.0.1")
+	.option("--id-scope <scope>", "DPS ID scope")
+	.option("--hub-name <name>", "host name of the hub DPS assigns devices to", "localhost")
+	.option("--data-dir <dir>", "where the root CA (PEM and DER) and the PKI cache are written")
+	.option("--retry-after <s>", "retry-after seconds on DPS 202 replies", count, 1)
+	.option("--polls <n>", "operation-status polls answered \"assigning\" before the assignment", count, 1)
+	.option("--tls <profile>", `served certificate profile: ${TLS_PROFILES.join(", ")}`, "valid")
+	.option("--quiet", "no log lines on stderr");
+
+program.parse();
+const opts = program.opts<{
+	port: number; apiPort: number; bindHost: string; idScope?: string; hubName: string; dataDir?: string;
+	retryAfter: number; polls: number; tls: string; quiet?: boolean;
+}>();
+if (!TLS_PROFILES.includes(opts.tls as TlsProfile)) program.error(`--tls must be one of ${TLS_PROFILES.join(", ")}`);
+
+const emulator = await startEmulator({
+	port: opts.port,
+	apiPort: opts.apiPort,
+	bindHost: opts.bindHost,
+	idScope: opts.idScope,
+	hubName: opts.hubName,
+	dataDir: opts.dataDir,
+	retryAfterSeconds: opts.retryAfter,
+	pollsBeforeAssigned: opts.polls,
+	tls: opts.tls as TlsProfile,
+	log: opts.quiet ? undefined : line => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
+}).catch((error: Error & {code?: string}) => {
+	const hint = error.code === "EACCES" ? " (ports below 1024 need privileges; use --port 0 or a higher port)"
+		: error.code === "EADDRINUSE" ? " (another process uses it; choose another --port)" : "";
+	process.stderr.write(`emulator: ${error.message}${hint}\n`);
+	process.exit(1);
+});
+
+let stopping = false;
+const stop = (signal: string) => {
+	if (stopping) return;
+	stopping = true;
+	process.stderr.write(`emulator: ${signal}, closing\n`);
+	const force = setTimeout(() => process.exit(0), 3000);
+	force.unref();
+	emulator.close().then(() => process.exit(0), () => process.exit(0));
+};
+process.on("SIGINT", () => stop("SIGINT"));
+process.on("SIGTERM", () => stop("SIGTERM"));
+
+process.stdout.write(JSON.stringify({
+	host: emulator.host,
+	port: emulator.port,
+	idScope: emulator.idScope,
+	ca: emulator.caPemPath,
+	caDer: emulator.caDerPath,
+	api: emulator.apiUrl,
+}) + "\n");
+

@@ -1,0 +1,426 @@
+/*
+ * Local Azure IoT Hub Device Provisioning Service + IoT Hub emulator. Microsoft ships none; this one
+ * answers like Azure, strictly, because it examines the device core. One TLS listener serves both
+ * services; the CONNECT username tells them apart, as DPS and the hub each have their own form.
+ */
+import * as net from "node:net";
+import * as os from "node:os";
+import * as path from "node:path";
+import * as tls from "node:tls";
+import {Aedes, type AedesPublishPacket, type Client} from "aedes";
+import memoryPersistence from "aedes-persistence";
+import {type ApiServer, startApi} from "./api.js";
+import type {Context, Settings} from "./context.js";
+import {DpsService, checkDpsConnect, dpsSubscriptionAllowed, isDpsUsername, parseDpsRequest} from "./dps.js";
+import {type Fault, FaultSet, validateFault} from "./faults.js";
+import {HubService, MAX_SUBSCRIPTIONS, checkHubConnect, faultTarget, hubSubscriptionAllowed, parseHubRequest, twinView} from "./hub.js";
+import {type TlsProfile, TLS_PROFILES, leafHosts, loadPki} from "./pki.js";
+import {type DeviceView, EmulatorHttpError, type Stats, type TelemetryRecord, Registry, deviceStats, newStats, registrationKey} from "./registry.js";
+import {isBase64Key, newSymmetricKey} from "./sas.js";
+import {noteSecret} from "./secret-log.js";
+import {type ServiceKind, Session} from "./session.js";
+import {parsePropertyBag} from "./wire.js";
+
+export {EmulatorHttpError, validateFault};
+export type {DeviceView, Fault, Stats, TelemetryRecord, TlsProfile};
+
+export interface EmulatorOptions {
+	/** MQTT/TLS port for both DPS and hub; default 0 (ephemeral). */
+	port?: number;
+	/** HTTP service API on 127.0.0.1; default 0. */
+	apiPort?: number;
+	/** Default "127.0.0.1". */
+	bindHost?: string;
+	idScope?: string;
+	/** The assignedHub DPS returns and the host name devices put in username and token; default "localhost". */
+	hubName?: string;
+	/** retry-after on 202 replies; default 1 (Azure: 3). */
+	retryAfterSeconds?: number;
+	/** Operation-status polls answered "assigning" before the 200; default 1. */
+	pollsBeforeAssigned?: number;
+	tls?: TlsProfile;
+	/** Where the root CA files (and the PKI cache) are written; default a directory in the OS temp dir. */
+	dataDir?: string;
+	log?: (line: string) => void;
+}
+
+export interface Emulator {
+	host: string;
+	port: number;
+	apiUrl: string;
+	idScope: string;
+	hubName: string;
+	/** The root devices must pin (for "untrustedRoot" still the valid root, while the server chains to another). */
+	caPem: string;
+	caDer: Uint8Array;
+	caPemPath: string;
+	caDerPath: string;
+	addEnrollment(e: {registrationId: string; symmetricKey?: string; deviceId?: string; enabled?: boolean; initialTwin?: object}): {registrationId: string; symmetricKey: string};
+	addEnrollmentGroup(g: {groupId: string; symmetricKey?: string; enabled?: boolean}): {groupId: string; symmetricKey: string};
+	/** An individual enrollment by registration id, or else an enrollment group by group id. */
+	setEnrollmentEnabled(registrationId: string, enabled: boolean): void;
+	deleteDevice(deviceId: string): void;
+	devices(): DeviceView[];
+	telemetry(deviceId: string): TelemetryRecord[];
+	sendC2d(deviceId: string, m: {body: string; properties?: Record<string, string>; messageId?: string}): {messageId: string};
+	c2dQueue(deviceId: string): number;
+	twin(deviceId: string): {desired: object; reported: object};
+	patchDesired(deviceId: string, patch: object): {version: number};
+	invokeMethod(deviceId: string, name: string, payload: unknown, timeoutSeconds?: number): Promise<{status: number; payload: unknown}>;
+	addFault(f: Fault): void;
+	clearFaults(): void;
+	/** The active faults (beyond the contract; also GET /faults). */
+	faults(): Fault[];
+	dropAll(): void;
+	stats(): Stats;
+	close(): Promise<void>;
+}
+
+const DEFAULT_ID_SCOPE = "0ne0000EMU1";
+const CLIENT_PREFIX_LENGTH = 4; // "dps/" or "hub/"
+const GROUP_ID = /^[a-z0-9\-._:]{1,128}$/i;
+const REGISTRATION_ID = /^[a-z0-9\-._:]{1,128}$/i;
+
+function connackError(returnCode: number, message: string): Error & {returnCode: number} {
+	return Object.assign(new Error(message), {returnCode});
+}
+
+export async function startEmulator(options: EmulatorOptions = {}): Promise<Emulator> {
+	const log = options.log ?? (() => {});
+	const profile = options.tls ?? "valid";
+	if (!TLS_PROFILES.includes(profile)) throw new Error(`Unknown tls profile "${profile}": use one of ${TLS_PROFILES.join(", ")}.`);
+	const settings: Settings = {
+		idScope: options.idScope ?? DEFAULT_ID_SCOPE,
+		hubName: options.hubName ?? "localhost",
+		retryAfterSeconds: options.retryAfterSeconds ?? 1,
+		pollsBeforeAssigned: options.pollsBeforeAssigned ?? 1,
+	};
+	const bindHost = options.bindHost ?? "127.0.0.1";
+	const dataDir = path.resolve(options.dataDir ?? path.join(os.tmpdir(), "moddable-azure-iot-emulator"));
+	const pki = loadPki(dataDir, leafHosts(settings.hubName));
+	const identity = pki.identity(profile);
+
+	const registry = new Registry();
+	const stats = newStats();
+	const heldPubacks: {session: Session; messageId: number}[] = [];
+	const releaseHeldPubacks = () => {
+		for (const {session, messageId} of heldPubacks.splice(0)) session.write({cmd: "puback", messageId});
+	};
+	const faults = new FaultSet();
+	const ctx: Context = {settings, registry, faults, stats, log};
+	const dps = new DpsService(ctx);
+	const hub = new HubService(ctx);
+	const sessions = new WeakMap<Client, Session>();
+	const live = new Set<Session>();
+	const sockets = new Set<net.Socket>();
+	let downUntil = 0;
+	let closed = false;
+
+	const disconnect = (session: Session, why: string): Error => {
+		log(`${session.kind} ${session.id}: ${why}: closing the connection`);
+		stats.serverDisconnects++;
+		return new Error(why);
+	};
+
+	const persistence = memoryPersistence();
+	// PUBACKs for the PUBLISH packets the services write themselves reach us through here.
+	const clearMessageId = persistence.outgoingClearMessageId.bind(persistence);
+	persistence.outgoingClearMessageId = ((client: Client, packet: {messageId?: number}, cb?: unknown) => {
+		sessions.get(client)?.acked(packet?.messageId);
+		return (clearMessageId as (...args: unknown[]) => unknown)(client, packet, cb);
+	}) as typeof persistence.outgoingClearMessageId;
+
+	const broker = await Aedes.createBroker({
+		persistence,
+		// Registration ids run to 128 characters; the hub's own limit is the device id's.
+		maxClientsIdLength: 256,
+		preConnect(client, packet, callback) {
+			// IoT Hub and DPS grant at most QoS 1. aedes fixes the granted QoS from the SUBSCRIBE
+			// packet before asking authorizeSubscribe, so lower it as the packet is parsed.
+			const parser = (client as Client & {_parser?: NodeJS.EventEmitter})._parser;
+			parser?.prependListener("packet", (p: {cmd: string; subscriptions?: {qos: number}[]}) => {
+				if (p.cmd === "subscribe") for (const s of p.subscriptions ?? []) s.qos = Math.min(s.qos, 1);
+			});
+			// IoT Hub and DPS speak MQTT 3.1.1 only: anything else gets CONNACK 1.
+			if (packet.protocolVersion !== 4) packet.protocolVersion = 0 as 4;
+			// DPS and hub are separate services: the same id on both must not count as a takeover.
+			const kind: ServiceKind = isDpsUsername(packet.username) ? "dps" : "hub";
+			packet.clientId = `${kind}/${packet.clientId ?? ""}`;
+			callback(null, true);
+		},
+		authenticate(client, username, password, done) {
+			const kind = client.id.slice(0, 3) as ServiceKind;
+			const clientId = client.id.slice(CLIENT_PREFIX_LENGTH);
+			const refuse = (returnCode: number, reason: string) => {
+				log(`${kind} ${clientId || "(no client id)"}: CONNACK ${returnCode}: ${reason}`);
+				stats.refusedConnects++;
+				done(connackError(returnCode, reason) as never, false);
+			};
+			const fault = faults.take("connack", kind === "hub" ? faultTarget(ctx, clientId) : {registrationId: clientId, deviceId: clientId}, f => f.target === kind);
+			if (fault) return refuse(fault.returnCode, "injected connack fault");
+			const secret = password ? password.toString("utf8") : undefined;
+			const check = kind === "dps"
+				? checkDpsConnect(ctx, clientId, username ?? "", secret)
+				: checkHubConnect(ctx, clientId, username, secret);
+			if (!check.ok) return refuse(check.returnCode, check.reason);
+			const session = new Session({kind, id: check.id, client, clean: client.clean, sas: check.sas, modelId: check.modelId});
+			sessions.set(client, session);
+			live.add(session);
+			client.conn.once("close", () => {
+				session.ended();
+				live.delete(session);
+			});
+			if (kind === "hub") hub.accepted(session);
+			done(null, true);
+		},
+		authorizeSubscribe(client, sub, callback) {
+			const session = sessions.get(client);
+			if (!session || session.closed) return callback(new Error("no session"));
+			const allowed = session.kind === "dps" ? dpsSubscriptionAllowed(sub.topic) : hubSubscriptionAllowed(session.id, sub.topic);
+			if (!allowed) return callback(disconnect(session, `SUBSCRIBE to "${sub.topic}" is not allowed`));
+			// Subscriptions restored from a persistent session arrive before CONNACK and are not new requests.
+			if ((client as Client & {connackSent?: boolean}).connackSent) {
+				session.subscribeCount++;
+				if (session.subscribeCount > MAX_SUBSCRIPTIONS) return callback(disconnect(session, `more than ${MAX_SUBSCRIPTIONS} subscriptions`));
+			}
+			// IoT Hub and DPS grant at most QoS 1.
+			const qos = Math.min(sub.qos, 1) as 0 | 1;
+			session.subscriptions.set(sub.topic, qos);
+			callback(null, {...sub, qos});
+		},
+		authorizePublish(client, packet, callback) {
+			const session = client ? sessions.get(client) : undefined;
+			if (!session || session.closed) return callback(new Error("no session"));
+			if (packet.qos === 2) return callback(disconnect(session, "QoS 2 PUBLISH (only QoS 0 and 1 are supported)"));
+			// Retained messages are not stored by IoT Hub.
+			packet.retain = false;
+			const aedesPacket = packet as AedesPublishPacket;
+			if (session.kind === "dps") {
+				const request = parseDpsRequest(packet.topic);
+				if (!request) return callback(disconnect(session, `PUBLISH to "${packet.topic}" is not allowed`));
+				callback(null);
+				dps.handle(session, request, aedesPacket);
+				return;
+			}
+			if (faults.take("throttle", faultTarget(ctx, session.id))) return callback(disconnect(session, "throttle fault"));
+			const request = parseHubRequest(session.id, packet.topic);
+			if (!request) return callback(disconnect(session, `PUBLISH to "${packet.topic}" is not allowed`));
+			const qos = packet.qos;
+			if (request.op === "telemetry") {
+				if (hub.telemetryTooLarge(aedesPacket)) return callback(disconnect(session, "telemetry larger than 256 KB"));
+				try {
+					parsePropertyBag(request.bag);
+				}
+				catch (error) {
+					return callback(disconnect(session, `bad property bag: ${(error as Error).message}`));
+				}
+				const hold = qos === 1 && packet.messageId !== undefined ? faults.take("noPuback", faultTarget(ctx, session.id)) : undefined;
+				if (hold) {
+					// aedes acknowledges QoS 1 itself: hand it QoS 0 and acknowledge later ourselves.
+					const messageId = packet.messageId as number;
+					packet.qos = 0;
+					if (hold.ms !== undefined) session.timer(hold.ms, () => session.write({cmd: "puback", messageId}));
+					else heldPubacks.push({session, messageId});
+				}
+			}
+			callback(null);
+			hub.handle(session, request, aedesPacket, qos);
+		},
+		// The services answer each device on its own connection; nothing is routed between clients.
+		authorizeForward() {
+			return null;
+		},
+	});
+
+	broker.on("clientReady", client => {
+		const session = sessions.get(client);
+		if (!session) return;
+		session.ready = true;
+		stats.connects++;
+		if (session.kind === "dps") {
+			stats.dpsConnects++;
+			deviceStats(stats, session.id).dpsConnects++;
+			log(`dps ${session.id}: connected`);
+		}
+		else {
+			stats.hubConnects++;
+			deviceStats(stats, session.id).hubConnects++;
+			log(`hub ${session.id}: connected (clean=${session.clean}${session.modelId ? `, model ${session.modelId}` : ""})`);
+			hub.connected(session);
+		}
+	});
+	broker.on("subscribe", (_subs, client) => {
+		const session = sessions.get(client);
+		if (session?.kind === "hub") hub.subscribed(session);
+	});
+	broker.on("unsubscribe", (topics, client) => {
+		const session = sessions.get(client);
+		if (!session || session.closed) return;
+		for (const topic of topics) {
+			if (session.subscriptions.delete(topic)) session.subscribeCount = Math.max(0, session.subscribeCount - 1);
+		}
+	});
+	broker.on("clientDisconnect", client => {
+		const session = sessions.get(client);
+		if (session) log(`${session.kind} ${session.id}: disconnected`);
+	});
+	broker.on("clientError", (client, error) => {
+		const session = sessions.get(client);
+		log(`${session ? `${session.kind} ${session.id}` : client.id}: ${error.message}`);
+	});
+
+	const server = tls.createServer({
+		key: identity.key,
+		cert: identity.certChain,
+		minVersion: "TLSv1.2",
+		// Node's defaults plus the RSA-key-exchange CBC/GCM suites that small TLS 1.2 clients offer.
+		ciphers: `${tls.DEFAULT_CIPHERS}:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-SHA256:ECDHE-RSA-AES128-SHA:AES128-GCM-SHA256:AES128-SHA256:AES128-SHA:AES256-SHA256:AES256-SHA`,
+	}, socket => {
+		broker.handle(socket);
+	});
+	server.on("connection", (socket: net.Socket) => {
+		if (Date.now() < downUntil) {
+			socket.destroy();
+			return;
+		}
+		sockets.add(socket);
+		socket.once("close", () => sockets.delete(socket));
+	});
+	server.on("tlsClientError", (error, socket) => {
+		log(`tls: handshake failed from ${socket.remoteAddress ?? "?"}: ${error.message}`);
+	});
+	await new Promise<void>((resolve, reject) => {
+		server.once("error", reject);
+		server.listen(options.port ?? 0, bindHost, () => {
+			server.off("error", reject);
+			resolve();
+		});
+	});
+	const port = (server.address() as net.AddressInfo).port;
+
+	const dropAll = () => {
+		for (const session of live) {
+			stats.serverDisconnects++;
+			session.close();
+		}
+		for (const socket of sockets) socket.destroy();
+	};
+
+	let api: ApiServer | undefined;
+	const emulator: Emulator = {
+		host: "localhost",
+		port,
+		apiUrl: "",
+		idScope: settings.idScope,
+		hubName: settings.hubName,
+		caPem: pki.rootPem,
+		caDer: pki.rootDer,
+		caPemPath: pki.rootPemPath,
+		caDerPath: pki.rootDerPath,
+		addEnrollment(e) {
+			if (!e || typeof e.registrationId !== "string" || !REGISTRATION_ID.test(e.registrationId))
+				throw new EmulatorHttpError(400, "\"registrationId\" must be 1-128 characters of a-z, 0-9, - . _ :");
+			if (e.symmetricKey !== undefined && !isBase64Key(e.symmetricKey)) throw new EmulatorHttpError(400, "\"symmetricKey\" must be base64.");
+			if (e.deviceId !== undefined && (typeof e.deviceId !== "string" || !/^[A-Za-z0-9\-.+%_#*?!(),:=@$']{1,128}$/.test(e.deviceId)))
+				throw new EmulatorHttpError(400, "\"deviceId\" is not a valid IoT Hub device id.");
+			const symmetricKey = e.symmetricKey ?? newSymmetricKey();
+			noteSecret("key", symmetricKey);
+			registry.enrollments.set(registrationKey(e.registrationId), {
+				registrationId: e.registrationId, symmetricKey, deviceId: e.deviceId, enabled: e.enabled ?? true, initialTwin: e.initialTwin,
+			});
+			log(`service: enrollment ${e.registrationId} added`);
+			return {registrationId: e.registrationId, symmetricKey};
+		},
+		addEnrollmentGroup(g) {
+			if (!g || typeof g.groupId !== "string" || !GROUP_ID.test(g.groupId)) throw new EmulatorHttpError(400, "\"groupId\" must be 1-128 characters of a-z, 0-9, - . _ :");
+			if (g.symmetricKey !== undefined && !isBase64Key(g.symmetricKey)) throw new EmulatorHttpError(400, "\"symmetricKey\" must be base64.");
+			const symmetricKey = g.symmetricKey ?? newSymmetricKey();
+			noteSecret("groupKey", symmetricKey);
+			registry.groups.set(g.groupId, {groupId: g.groupId, symmetricKey, enabled: g.enabled ?? true});
+			log(`service: enrollment group ${g.groupId} added`);
+			return {groupId: g.groupId, symmetricKey};
+		},
+		setEnrollmentEnabled(id, enabled) {
+			const enrollment = registry.enrollments.get(registrationKey(id));
+			const group = registry.groups.get(id);
+			if (!enrollment && !group) throw new EmulatorHttpError(404, `No enrollment or enrollment group "${id}".`);
+			if (enrollment) enrollment.enabled = !!enabled;
+			else if (group) group.enabled = !!enabled;
+		},
+		deleteDevice(deviceId) {
+			const device = registry.device(deviceId);
+			registry.devices.delete(deviceId);
+			hub.abandonMethods(device, 404, `Device "${deviceId}" was deleted.`);
+			if (device.session && !device.session.closed) {
+				stats.serverDisconnects++;
+				device.session.close();
+			}
+			log(`service: device ${deviceId} deleted`);
+		},
+		devices() {
+			return [...registry.devices.values()].map(d => registry.view(d));
+		},
+		telemetry(deviceId) {
+			return structuredClone(registry.devices.get(deviceId)?.telemetry ?? []);
+		},
+		sendC2d(deviceId, m) {
+			return hub.sendC2d(deviceId, m);
+		},
+		c2dQueue(deviceId) {
+			return registry.device(deviceId).c2d.length;
+		},
+		twin(deviceId) {
+			return twinView(registry.device(deviceId));
+		},
+		patchDesired(deviceId, patch) {
+			return hub.patchDesired(deviceId, patch);
+		},
+		invokeMethod(deviceId, name, payload, timeoutSeconds) {
+			return hub.invokeMethod(deviceId, name, payload, timeoutSeconds);
+		},
+		addFault(f) {
+			const fault = validateFault(f);
+			if (fault.kind === "down") {
+				// Not a per-request fault: the whole service is unreachable for a while.
+				downUntil = Date.now() + fault.ms;
+				log(`service: down for ${fault.ms} ms`);
+				dropAll();
+				return;
+			}
+			faults.add(fault);
+		},
+		clearFaults() {
+			faults.clear();
+			downUntil = 0;
+			releaseHeldPubacks();
+		},
+		faults() {
+			const remaining = downUntil - Date.now();
+			return remaining > 0 ? [...faults.list(), {kind: "down", ms: remaining}] : faults.list();
+		},
+		dropAll,
+		stats() {
+			return structuredClone(stats);
+		},
+		async close() {
+			if (closed) return;
+			closed = true;
+			for (const device of registry.devices.values()) hub.abandonMethods(device, 503, "The emulator is closing.");
+			heldPubacks.length = 0;
+			dropAll();
+			await new Promise<void>(resolve => broker.close(() => resolve()));
+			await new Promise<void>(resolve => server.close(() => resolve()));
+			await api?.close();
+		},
+	};
+	try {
+		api = await startApi(emulator, {port: options.apiPort ?? 0, host: "127.0.0.1", log});
+	}
+	catch (error) {
+		await emulator.close();
+		throw error;
+	}
+	emulator.apiUrl = api.url;
+	log(`emulator: mqtts://localhost:${port} (idScope ${settings.idScope}, hub ${settings.hubName}, tls ${profile}); API ${api.url}`);
+	return emulator;
+}
