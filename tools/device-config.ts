@@ -6,6 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import {validateDeviceConfig, type DeviceConfig} from "../src/device/config.js";
 import {readRoots} from "../hosts/node/host.js";
+import type {FirmwareSettings} from "./sim-runner.js";
 
 export interface DeviceFile {
 	config: DeviceConfig;
@@ -44,4 +45,20 @@ export function parseDeviceFile(raw: unknown, baseDir: string): DeviceFile {
 		wifi = {ssid: o.wifi.ssid, password: o.wifi.password ?? ""};
 	}
 	return {config, rootPaths, roots, wifi};
+}
+
+/** The firmware's build settings (the names src/main.ts reads) from a device file. */
+export function firmwareSettings(device: DeviceFile): FirmwareSettings {
+	return {
+		dpsHost: device.config.dps.host,
+		dpsPort: device.config.dps.port,
+		idScope: device.config.dps.idScope,
+		registrationId: device.config.dps.registrationId,
+		symmetricKey: device.config.dps.symmetricKey,
+		modelId: device.config.dps.modelId ?? "",
+		hubPort: device.config.hub.port,
+		intervalMs: device.config.telemetry.intervalMs,
+		ssid: device.wifi?.ssid ?? "",
+		password: device.wifi?.password ?? "",
+	};
 }

@@ -18,7 +18,7 @@ import {Command} from "commander";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import {loadDeviceFile} from "./device-config.js";
+import {firmwareSettings, loadDeviceFile} from "./device-config.js";
 import {REPO_ROOT, SdkMissingError, findSdk, runTool, sdkEnv, writeBuildManifest, type FirmwareSettings, type Sdk} from "./sim-runner.js";
 
 const DEFAULT_BOARD = "esp32/nodemcu";
@@ -71,18 +71,7 @@ function settingsFrom(file: string): {settings: FirmwareSettings; roots?: Uint8A
 	const production = ["digicert-global-root-g2.der", "microsoft-rsa-root-2017.der"].map(f => fs.readFileSync(path.join(REPO_ROOT, "certs", f)));
 	const onlyProduction = device.roots.every(r => production.some(p => Buffer.from(r).equals(p)));
 	return {
-		settings: {
-			dpsHost: device.config.dps.host,
-			dpsPort: device.config.dps.port,
-			idScope: device.config.dps.idScope,
-			registrationId: device.config.dps.registrationId,
-			symmetricKey: device.config.dps.symmetricKey,
-			modelId: device.config.dps.modelId ?? "",
-			hubPort: device.config.hub.port,
-			intervalMs: device.config.telemetry.intervalMs,
-			ssid: device.wifi.ssid,
-			password: device.wifi.password,
-		},
+		settings: firmwareSettings(device),
 		roots: onlyProduction ? undefined : device.roots,
 	};
 }

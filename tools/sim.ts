@@ -12,7 +12,7 @@
  */
 import {Command, InvalidArgumentError} from "commander";
 import * as path from "node:path";
-import {loadDeviceFile} from "./device-config.js";
+import {firmwareSettings, loadDeviceFile} from "./device-config.js";
 import {REPO_ROOT, BuildError, SdkMissingError, buildFirmware, findSdk, runFirmware, type FirmwareRun} from "./sim-runner.js";
 
 function seconds(value: string): number {
@@ -67,18 +67,7 @@ async function main(): Promise<number> {
 			buildDir,
 			variant: o.instrument ? "instrument" : "release",
 			roots: device.roots,
-			settings: {
-				dpsHost: device.config.dps.host,
-				dpsPort: device.config.dps.port,
-				idScope: device.config.dps.idScope,
-				registrationId: device.config.dps.registrationId,
-				symmetricKey: device.config.dps.symmetricKey,
-				modelId: device.config.dps.modelId ?? "",
-				hubPort: device.config.hub.port,
-				intervalMs: device.config.telemetry.intervalMs,
-				ssid: device.wifi?.ssid ?? "",
-				password: device.wifi?.password ?? "",
-			},
+			settings: firmwareSettings(device),
 		});
 	}
 	catch (e) {
