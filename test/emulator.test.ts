@@ -233,6 +233,8 @@ test("hub: CONNACK 5 for a bad signature, an expired token, an unknown or delete
 
 test("hub: the username's model-id is recorded, and connections are counted", async t => {
 	const {id} = await hubDevice(t, emu, {modelId: "dtmi:com:example:Thermostat;1"});
+	// The registry marks the device connected once aedes reports the client ready, which may come just after the CONNACK.
+	await eventually(() => emu.devices().find(d => d.deviceId === id)?.connected === true, 5000, "the device to be marked connected");
 	const view = emu.devices().find(d => d.deviceId === id);
 	t.like(view, {connected: true, modelId: "dtmi:com:example:Thermostat;1", connectCount: 1});
 	t.is(emu.stats().devices[id].hubConnects, 1);
