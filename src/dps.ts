@@ -110,13 +110,13 @@ export class ProvisioningClient {
 		let operationId: string | undefined;
 		let retries = 0;
 		const backoff = new Backoff({initialMs: BACKOFF_INITIAL_MS, maxMs: BACKOFF_MAX_MS}, () => o.host.random());
+		let throttled = 0;
 		let attempt = 0;
 		const retry = async (error: AzureIoTError, retryAfterSeconds?: number) => {
 			if (++retries > o.maxRetries)
 				throw new AzureIoTError(error.code === "dps.badReply" ? "dps.badReply" : "dps.timeout",
 					`DPS registration gave up after ${o.maxRetries} retries; the last failure: ${error.message}`, {status: error.status});
-			// retry-after is honoured as given (at least a second); without it, backoff with jitter spreads a fleet.
-			const delay = retryAfterSeconds !== undefined ? Math.max(retryAfterSeconds * 1000, 1000) : backoff.next();
+			const delay = retryAfterSeconds !== undefined ? throttleDelay(retryAfterSeconds, ++throttled, () => o.host.random()) : backoff.next();
 			if (o.host.now() + delay > deadline)
 				throw new AzureIoTError("dps.timeout", `DPS registration did not finish within ${Math.round(o.timeoutMs / 1000)} s; the last failure: ${error.message}`, {status: error.status});
 			o.onStatus?.({state: "retrying", attempt, retryAfterMs: delay, reason: error.message});
@@ -150,6 +150,7 @@ export class ProvisioningClient {
 				}
 
 				if (reply.status === 200 || reply.status === 202) {
+					throttled = 0;
 					let parsed;
 					try {
 						parsed = parseOperationReply(reply.body, o.registrationId);
@@ -317,6 +318,19 @@ export class ProvisioningClient {
 		}
 		else s?.close();
 	}
+}
+
+/**
+ * The wait after a refusal that carried retry-after (429, 5xx). retry-after is a floor, never
+ * shortened; but a throttled fleet all told "3 s" would come back in the same second and be refused
+ * together again. So each device adds a random share of it, wider with each consecutive refusal
+ * (up to 4 times retry-after): uniform in [r, r * (1 + min(n, 4))].
+ */
+export function throttleDelay(retryAfterSeconds: number, consecutive: number, random: () => number): number {
+	const floor = Math.max(retryAfterSeconds * 1000, 1000);
+	let r = random();
+	if (!(r >= 0 && r < 1)) r = 0.5;
+	return Math.round(floor * (1 + r * Math.min(Math.max(consecutive, 1), 4)));
 }
 
 function asError(e: unknown): AzureIoTError {

@@ -4,7 +4,7 @@
  */
 import test from "ava";
 import * as crypto from "node:crypto";
-import {ProvisioningClient, type ProvisioningOptions} from "../src/dps.js";
+import {ProvisioningClient, throttleDelay, type ProvisioningOptions} from "../src/dps.js";
 import {AzureIoTError} from "../src/errors.js";
 import {FakeHost, sessionFactory, settle, type FakeSession} from "./helpers/fake-host.js";
 
@@ -89,22 +89,43 @@ test("register: CONNECT fields, 202, poll after retry-after, 200 with every fiel
 	t.is(session.ended, "disconnect");
 });
 
-test("429 on register: retry-after is honoured exactly and the attempts are counted", async t => {
+test("429 on register: retry-after is a floor, with a random share added so a fleet spreads; attempts counted", async t => {
 	const {host, factory, done, outcome, client} = setup();
-	let session = await connected(factory);
-	reply(session, 429, {errorCode: 429001, message: "throttled"}, 5);
-	await host.advanceAsync(4999);
-	t.is(session.publishes.length, 1);
-	await host.advanceAsync(1);
-	t.is(session.publishes.length, 2, "re-registered after 5 s");
-	t.regex(session.publishes[1].topic, /iotdps-register/);
-	reply(session, 429, {errorCode: 429001}, 5);
-	await host.advanceAsync(5000);
+	const session = await connected(factory);
+	const waits: number[] = [];
+	for (let i = 0; i < 2; i++) {
+		reply(session, 429, {errorCode: 429001, message: "throttled"}, 5);
+		await settle();
+		const wait = host.timers[0];
+		waits.push(wait.in);
+		await host.advanceAsync(4999);
+		t.is(session.publishes.length, i + 1, "nothing sent before retry-after has passed");
+		await host.advanceAsync(wait.in - 4999);
+		t.is(session.publishes.length, i + 2, "re-registered once the wait was over");
+		t.regex(session.publishes.at(-1)!.topic, /iotdps-register/);
+	}
+	t.true(waits[0] >= 5000 && waits[0] <= 10_000, `first wait ${waits[0]} within [5 s, 10 s]`);
+	t.true(waits[1] >= 5000 && waits[1] <= 15_000, `second wait ${waits[1]} within [5 s, 15 s]`);
 	reply(session, 200, assigned);
 	await done;
 	t.truthy(outcome()!.result);
 	t.is(client.counts.register, 3);
 	t.is(client.counts.poll, 0);
+});
+
+test("throttleDelay: never below retry-after, spread grows with consecutive refusals up to 4x", t => {
+	t.is(throttleDelay(3, 1, () => 0), 3000);
+	t.is(throttleDelay(3, 1, () => 0.999999), 6000);
+	t.is(throttleDelay(3, 9, () => 0.999999), 15000);
+	t.is(throttleDelay(0, 1, () => 0), 1000, "at least a second");
+	t.is(throttleDelay(2, 1, () => NaN), 3000, "a broken random source still gives a bounded delay");
+	// 1,000 devices told "3 s": their retries spread over 3 s instead of landing in one instant.
+	let seed = 1;
+	const random = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+	const delays = Array.from({length: 1000}, () => throttleDelay(3, 1, random));
+	const perSecond = new Map<number, number>();
+	for (const d of delays) perSecond.set(Math.floor(d / 1000), (perSecond.get(Math.floor(d / 1000)) ?? 0) + 1);
+	t.true(Math.max(...perSecond.values()) < 400, `busiest second holds ${Math.max(...perSecond.values())} of 1000`);
 });
 
 test("429 on poll keeps the operation: it polls again, never re-registers", async t => {
@@ -113,7 +134,7 @@ test("429 on poll keeps the operation: it polls again, never re-registers", asyn
 	reply(session, 202, assigning, 1);
 	await host.advanceAsync(1000);
 	reply(session, 429, {errorCode: 429002}, 3);
-	await host.advanceAsync(3000);
+	await host.advanceAsync(6000);
 	t.regex(session.publishes.at(-1)!.topic, /operationId=op-1/);
 	reply(session, 200, assigned);
 	await done;

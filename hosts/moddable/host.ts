@@ -121,6 +121,9 @@ class ModdableConnection implements Connection {
 			this.#socket = new PinnedSecureSocket({
 				host: options.host,
 				port: options.port,
+				// MQTT sends small packets and waits for the reply (PUBACK, SUBACK): Nagle's algorithm
+				// would hold each one back for the previous ACK. lwIP honours this; the simulator ignores it.
+				noDelay: true,
 				secure: {
 					serverName: options.serverName ?? options.host,
 					protocolVersion: 0x303,
