@@ -1,0 +1,373 @@
+/*
+ * npm run bench -- [--runs N] [--messages N] [--window N] [--reconnects N] [--fleet N] [--fleet-sims K]
+ *                  [--fleet-rate R] [--fleet-retry-after S] [--quick] [--no-sim] [--no-microsoft]
+ *                  [--json FILE] [--update FILE]
+ *
+ * One table, measured in one run against one local emulator (its own process, settings printed):
+ * connect, reconnect and throughput for (a) the firmware on the Moddable simulator, (b) the core on
+ * the Node host, (c) Microsoft's Node SDK; XS memory from an instrumented build; bytecode size; a
+ * fleet provisioning at once against a throttling DPS. Each figure is a median over the runs with
+ * its range. Runs of the three clients are interleaved so that a change in the machine's load
+ * falls on all of them. What cannot be measured here (no Moddable SDK, no Microsoft SDK) is
+ * reported as not measured, with the reason. The table goes to stdout (markdown); progress to stderr.
+ * --update FILE replaces the part of FILE between <!-- bench:begin --> and <!-- bench:end -->.
+ */
+import {Command, InvalidArgumentError} from "commander";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import {simulatorAvailable, type Sdk} from "../tools/sim-runner.js";
+import {runCoreOnce} from "./core.js";
+import type {RunResult} from "./driver.js";
+import {runFleet, type FleetResult} from "./fleet.js";
+import {ESP32_SDK_DEFAULT, SLOT_BYTES_32, SLOT_BYTES_64, parseMemory, worstOf, type MemoryReport, type PhaseMemory} from "./memory.js";
+import {loadMicrosoftSdk, runMicrosoftOnce} from "./microsoft.js";
+import {measureSize, type SizeReport} from "./size.js";
+import {REPO_ROOT, formatSummary, ratio, startEmulatorProcess, summarize, type EmulatorProcess, type Summary} from "./lib.js";
+import {buildBenchFirmware, buildMemoryFirmware, buildProductFirmware, preloadableModules, runXsOnce, type XsBuild} from "./xs.js";
+
+function count(value: string): number {
+	const n = Number(value);
+	if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("a whole number of 0 or more");
+	return n;
+}
+
+const program = new Command()
+	.name("npm run bench --")
+	.description("Benchmarks: connect, reconnect, throughput, XS memory, bytecode size and a throttled fleet, against the local emulator")
+	.option("--runs <n>", "runs per client (each figure is the median)", count, 5)
+	.option("--messages <n>", "QoS 1 telemetry messages per throughput run", count, 1000)
+	.option("--window <n>", "messages sent and not yet acknowledged at once, for every client", count, 8)
+	.option("--reconnects <n>", "drops per run", count, 3)
+	.option("--fleet <n>", "Node-host devices provisioning at once", count, 1000)
+	.option("--fleet-sims <k>", "simulator instances in the fleet", count, 100)
+	.option("--fleet-rate <r>", "register requests per second the emulator lets through (429 above)", count, 100)
+	.option("--fleet-retry-after <s>", "retry-after on the emulator's 429 replies, seconds", count, 3)
+	.option("--retry-after <s>", "retry-after on DPS 202 replies, the same for every client", count, 1)
+	.option("--quick", "a small configuration that only proves the benchmark works (figures meaningless)", false)
+	.option("--no-sim", "do not build or run the firmware (its rows are reported as not measured)")
+	.option("--no-microsoft", "do not run Microsoft's SDK (its rows are reported as not measured)")
+	.option("--json <file>", "also write every figure as JSON")
+	.option("--update <file>", "replace the section between <!-- bench:begin --> and <!-- bench:end --> of this file")
+	.showHelpAfterError();
+
+interface Options {
+	runs: number; messages: number; window: number; reconnects: number; fleet: number; fleetSims: number;
+	fleetRate: number; fleetRetryAfter: number; retryAfter: number; quick: boolean; sim: boolean; microsoft: boolean;
+	json?: string; update?: string;
+}
+
+const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
+
+interface ClientFigures {
+	/** Why the client was not measured. */
+	missing?: string;
+	runs: (RunResult & {connectCpuMs?: number; resumed?: number})[];
+	errors: string[];
+}
+
+interface Results {
+	options: Options;
+	machine: Record<string, string>;
+	emulator: {retryAfterSeconds: number; polls: number; hubName: string};
+	xs: ClientFigures;
+	core: ClientFigures;
+	coreResumed: ClientFigures;
+	microsoft: ClientFigures;
+	microsoftVersions?: Record<string, string>;
+	memory?: {asBuilt?: MemoryReport; preloaded?: MemoryReport; missing?: string; esp32Project?: {chunkBytes?: number; heapSlots?: number; stackSlots?: number}};
+	size?: SizeReport & {missing?: string};
+	fleet?: FleetResult & {missing?: string};
+	fleetError?: string;
+	startedAt: string;
+	seconds: number;
+}
+
+function machineInfo(sdk: Sdk | undefined): Record<string, string> {
+	const cpus = os.cpus();
+	let sdkVersion = "";
+	try {
+		sdkVersion = JSON.parse(fs.readFileSync(path.join(sdk?.moddable ?? "", "typings/package.json"), "utf8")).version ?? "";
+	}
+	catch {
+		// unknown
+	}
+	let load = "";
+	try {
+		load = fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+	}
+	catch {
+		// not Linux
+	}
+	return {
+		cpu: `${cpus.length} × ${cpus[0]?.model ?? "?"}`,
+		memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB`,
+		os: `${os.type()} ${os.release()} (${os.arch()})`,
+		node: process.version,
+		moddable: sdk ? `${sdk.moddable}${sdkVersion ? ` (typings ${sdkVersion})` : ""}` : "not found",
+		loadBefore: load,
+	};
+}
+
+async function main(): Promise<void> {
+	program.parse();
+	const o = program.opts<Options>();
+	if (o.quick) Object.assign(o, {runs: 1, messages: 20, reconnects: 1, fleet: Math.min(o.fleet, 20), fleetSims: Math.min(o.fleetSims, 1), fleetRate: Math.min(o.fleetRate, 10), fleetRetryAfter: 1});
+	const started = Date.now();
+	const simCheck = o.sim ? simulatorAvailable() : {ok: false as const, reason: "--no-sim was given"};
+	const sdk = simCheck.ok ? simCheck.sdk : undefined;
+	const ms = o.microsoft ? await loadMicrosoftSdk() : "--no-microsoft was given";
+	const results: Results = {
+		options: o, machine: machineInfo(sdk),
+		emulator: {retryAfterSeconds: o.retryAfter, polls: 0, hubName: "127.0.0.1"},
+		xs: {runs: [], errors: [], missing: simCheck.ok ? undefined : simCheck.reason.split("\n")[0]},
+		core: {runs: [], errors: []},
+		coreResumed: {runs: [], errors: []},
+		microsoft: {runs: [], errors: [], missing: typeof ms === "string" ? ms : undefined},
+		microsoftVersions: typeof ms === "string" ? undefined : ms.versions,
+		startedAt: new Date(started).toISOString(),
+		seconds: 0,
+	};
+	log(`emulator: retry-after ${o.retryAfter} s on 202, assignment on the first poll`);
+	// The hub is reached by another name than DPS (127.0.0.1, DPS: localhost), as on Azure where they are different hosts.
+	const emu = await startEmulatorProcess({retryAfterSeconds: o.retryAfter, polls: 0, hubName: "127.0.0.1", dataDir: path.join(REPO_ROOT, "build/bench/emulator"), logFile: path.join(REPO_ROOT, "build/bench/emulator.log")});
+	try {
+		await measure(o, results, emu, sdk, typeof ms === "string" ? undefined : ms);
+	}
+	finally {
+		await emu.stop();
+	}
+	results.seconds = Math.round((Date.now() - started) / 1000);
+	const report = render(results);
+	process.stdout.write(report + "\n");
+	if (o.json) fs.writeFileSync(o.json, JSON.stringify(results, null, "\t") + "\n");
+	if (o.update) updateSection(o.update, report);
+}
+
+async function measure(o: Options, r: Results, emu: EmulatorProcess, sdk: Sdk | undefined, ms: Awaited<ReturnType<typeof loadMicrosoftSdk>> | undefined): Promise<void> {
+	const timeoutMs = 120_000 + o.messages * 20;
+	let bench: XsBuild | undefined;
+	if (sdk) {
+		try {
+			bench = await buildBenchFirmware(sdk, emu, log);
+		}
+		catch (e) {
+			r.xs.missing = `the benchmark firmware did not build: ${(e as Error).message.split("\n")[0]}`;
+		}
+	}
+	const scenario = {emu, messages: o.messages, window: o.window, reconnects: o.reconnects, timeoutMs};
+	// One unmeasured run each for the Node clients: module loading and the JIT's first compilations
+	// are not part of connecting. Every simulator run is a fresh boot, as a device's would be.
+	log("warm-up");
+	await runCoreOnce({...scenario, messages: Math.min(o.messages, 50), reconnects: 0}).catch(() => {});
+	if (ms && typeof ms !== "string") await runMicrosoftOnce({...scenario, sdk: ms, messages: Math.min(o.messages, 50), reconnects: 0}).catch(() => {});
+
+	for (let i = 1; i <= o.runs; i++) {
+		log(`run ${i}/${o.runs}`);
+		if (bench && sdk) await attempt(r.xs, () => runXsOnce({...scenario, sdk, soPath: bench!.soPath}).then(({lines: _lines, ...rest}) => rest));
+		await attempt(r.core, () => runCoreOnce(scenario));
+		if (ms && typeof ms !== "string") await attempt(r.microsoft, () => runMicrosoftOnce({...scenario, sdk: ms}));
+		await attempt(r.coreResumed, () => runCoreOnce({...scenario, messages: 0, resume: true}));
+	}
+
+	r.memory = {esp32Project: esp32ProjectCreation()};
+	if (sdk && bench) {
+		try {
+			log("memory: instrumented build, as the firmware is built today");
+			const asBuilt = await buildMemoryFirmware(sdk, emu, log);
+			r.memory.asBuilt = await memoryRun(sdk, asBuilt, emu, o);
+			log("memory: instrumented build with src/ preloaded");
+			const preloaded = await buildMemoryFirmware(sdk, emu, log, {name: "xs-memory-preload", preload: preloadableModules()});
+			r.memory.preloaded = await memoryRun(sdk, preloaded, emu, o);
+		}
+		catch (e) {
+			r.memory.missing = `the instrumented run failed: ${(e as Error).message.split("\n")[0]}`;
+		}
+		try {
+			log("size: the firmware (manifest.json) for the simulator");
+			const product = await buildProductFirmware(sdk, emu, log);
+			r.size = measureSize(product.buildDir);
+		}
+		catch (e) {
+			r.size = {missing: `the firmware did not build: ${(e as Error).message.split("\n")[0]}`} as Results["size"];
+		}
+	}
+	else {
+		r.memory.missing = r.xs.missing;
+		r.size = {missing: r.xs.missing} as Results["size"];
+	}
+
+	if (o.fleet > 0) {
+		log(`fleet: ${o.fleet} Node devices${bench && sdk && o.fleetSims ? ` + ${o.fleetSims} simulators` : ""}, DPS throttled at ${o.fleetRate}/s (429, retry-after ${o.fleetRetryAfter} s)`);
+		try {
+			r.fleet = await runFleet({
+				emu, devices: o.fleet, rate: o.fleetRate, retryAfter: o.fleetRetryAfter, timeoutMs: 5 * 60_000,
+				sims: bench && sdk && o.fleetSims ? {sdk, soPath: bench.soPath, count: o.fleetSims} : undefined, log,
+			});
+		}
+		catch (e) {
+			r.fleetError = (e as Error).message.split("\n")[0];
+		}
+	}
+}
+
+async function attempt<T extends ClientFigures["runs"][number]>(into: ClientFigures, run: () => Promise<T>): Promise<void> {
+	try {
+		into.runs.push(await run());
+	}
+	catch (e) {
+		const message = (e as Error).message;
+		into.errors.push(message.split("\n")[0]);
+		log(`a run failed: ${message}`);
+	}
+}
+
+/** Memory runs per build; the table shows the largest figure of each kind. */
+const MEMORY_RUNS = 2;
+/** Steady state as the device sends: one message at a time (it sends one every intervalMs). */
+const MEMORY_MESSAGES = 50;
+
+async function memoryRun(sdk: Sdk, build: XsBuild, emu: EmulatorProcess, o: Options): Promise<MemoryReport | undefined> {
+	const reports: MemoryReport[] = [];
+	for (let i = 0; i < (o.quick ? 1 : MEMORY_RUNS); i++) {
+		const run = await runXsOnce({sdk, soPath: build.soPath, emu, messages: MEMORY_MESSAGES, window: 1, reconnects: 0, timeoutMs: 180_000});
+		reports.push(parseMemory(run.lines, {chunkInitial: 4096, heapInitialSlots: 256, stackSlots: 4096}));
+	}
+	return worstOf(reports);
+}
+
+function esp32ProjectCreation(): {chunkBytes?: number; heapSlots?: number; stackSlots?: number} | undefined {
+	try {
+		const c = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, "hosts/esp32/manifest.json"), "utf8")).creation;
+		return {chunkBytes: c?.chunk?.initial, heapSlots: c?.heap?.initial, stackSlots: c?.stack};
+	}
+	catch {
+		return undefined;
+	}
+}
+
+/* ------------------------------------------------------------------ the table */
+
+function col(f: ClientFigures, pick: (r: ClientFigures["runs"][number]) => number | number[] | undefined): Summary | undefined {
+	return summarize(f.runs.flatMap(r => {
+		const v = pick(r);
+		return v === undefined ? [] : Array.isArray(v) ? v : [v];
+	}));
+}
+
+function render(r: Results): string {
+	const o = r.options;
+	const out: string[] = [];
+	const why = (f: ClientFigures) => f.missing ? `not measured: ${f.missing}` : f.runs.length ? "" : `not measured: every run failed (${f.errors[0] ?? "?"})`;
+	const cell = (f: ClientFigures, s: Summary | undefined, unit: string, digits = 0) => why(f) || formatSummary(s, unit, digits);
+	const waitMs = r.emulator.retryAfterSeconds * 1000;
+	type Row = [string, string, string, string, string, string];
+	const rows: Row[] = [];
+	const timing = (label: string, pick: (x: ClientFigures["runs"][number]) => number | number[] | undefined, unit = "ms", digits = 0, ratios = true) => {
+		const [a, b, c] = [col(r.xs, pick), col(r.core, pick), col(r.microsoft, pick)];
+		rows.push([label, cell(r.xs, a, unit, digits), cell(r.core, b, unit, digits), cell(r.microsoft, c, unit, digits),
+			ratios && !why(r.xs) && !why(r.microsoft) ? ratio(a, c) : "–", ratios && !why(r.core) && !why(r.microsoft) ? ratio(b, c) : "–"]);
+	};
+	timing("Connect: start → hub CONNACK (DPS included)", x => x.hubConnackMs);
+	timing("Connect: start → ready (subscribed, twin read)", x => x.readyMs);
+	timing(`Connect: start → ready, without the ${waitMs} ms retry-after wait`, x => x.readyMs === undefined ? undefined : x.readyMs - waitMs);
+	timing("… of which DPS assigned (start → assignment)", x => x.assignedMs);
+	rows.push(["… of which computing (XS: simulator CPU time, start → ready)", why(r.xs) || formatSummary(col(r.xs, x => x.connectCpuMs), "ms"), "–", "–", "–", "–"]);
+	timing("Reconnect: drop → hub CONNACK (first drop of a run)", x => x.reconnects[0]?.toConnackMs);
+	timing("Reconnect: … of which the client's own delay (backoff, first drop)", x => x.reconnects[0] === undefined ? undefined : x.reconnects[0].backoffMs ?? 0);
+	timing("Reconnect: drop → CONNACK less that delay (handshake; every drop)", x => x.reconnects.map(c => c.toConnackMs - (c.backoffMs ?? 0)));
+	const resumed = col(r.coreResumed, x => x.reconnects.map(c => c.toConnackMs - (c.backoffMs ?? 0)));
+	const resumedCount = r.coreResumed.runs.reduce((n, x) => n + (x.resumed ?? 0), 0);
+	const drops = r.coreResumed.runs.reduce((n, x) => n + x.reconnects.length, 0);
+	rows.push(["Reconnect handshake with the TLS session resumed",
+		"not possible here: XS resumes by session id only, the emulator's Node TLS server by ticket only (Azure IoT Hub resumes neither, see below)",
+		(why(r.coreResumed) || formatSummary(resumed, "ms")) + ` (bench/resume-host.ts; ${resumedCount} of ${drops} resumed)`,
+		"not offered by the SDK", "–", "–"]);
+	timing(`Throughput: acknowledged QoS 1 telemetry (window ${o.window}, ${o.messages} messages)`, x => x.perSecond, "msg/s");
+
+	// Memory
+	const m = r.memory;
+	const esp = m?.esp32Project;
+	const fit = (slots: number, limit: number | undefined) => limit ? ` (${Math.round(slots / limit * 100)}% of ${limit})` : "";
+	const memRows = (label: string, report: MemoryReport | undefined, phase: "boot" | "connect" | "steady") => {
+		const p: PhaseMemory | undefined = report?.[phase];
+		if (!p) {
+			rows.push([label, m?.missing ? `not measured: ${m.missing}` : "not measured", "–", "–", "–", "–"]);
+			return;
+		}
+		const slots = Math.round(p.slotHeapBytes / SLOT_BYTES_64);
+		const stack = Math.round(p.stackBytes / SLOT_BYTES_64);
+		rows.push([label,
+			`slot heap ${slots} slots = ${kb(p.slotHeapBytes)} sim, ${kb(slots * SLOT_BYTES_32)} ESP32${fit(slots, ESP32_SDK_DEFAULT.heapSlots)}; ` +
+			`chunk heap ${kb(p.chunkHeapBytes)} sim (ESP32 ≤ that)${fit(p.chunkHeapBytes, ESP32_SDK_DEFAULT.chunkBytes)}; ` +
+			`stack ${stack} slots = ${kb(stack * SLOT_BYTES_32)} ESP32${fit(stack, ESP32_SDK_DEFAULT.stackSlots)}`,
+			"–", "–", "–", "–"]);
+	};
+	memRows("XS memory at boot (modules loaded), as built", m?.asBuilt, "boot");
+	memRows("XS peak memory, TLS + DPS + hub connect, as built", m?.asBuilt, "connect");
+	memRows(`XS peak memory, steady state sending telemetry (one at a time, ${MEMORY_MESSAGES} messages), as built`, m?.asBuilt, "steady");
+	memRows("XS memory at boot, src/ preloaded", m?.preloaded, "boot");
+	memRows("XS peak memory, connect, src/ preloaded", m?.preloaded, "connect");
+	memRows("XS peak memory, steady state, src/ preloaded", m?.preloaded, "steady");
+	rows.push(["ESP32 creation sizes compared with", `SDK default: heap ${ESP32_SDK_DEFAULT.heapSlots} slots (${kb(ESP32_SDK_DEFAULT.heapSlots * SLOT_BYTES_32)}), chunk ${kb(ESP32_SDK_DEFAULT.chunkBytes)}, stack ${ESP32_SDK_DEFAULT.stackSlots} slots (${kb(ESP32_SDK_DEFAULT.stackSlots * SLOT_BYTES_32)})` +
+		(esp ? `; this project's hosts/esp32/manifest.json: heap ${esp.heapSlots} slots, chunk ${kb(esp.chunkBytes ?? 0)}, stack ${esp.stackSlots} slots` : ""), "–", "–", "–", "–"]);
+
+	// Size
+	const s = r.size;
+	rows.push(["Bytecode (.xsb) of the project's own modules (src/, hosts/)", s?.missing ? `not measured: ${s.missing}` : s ? `${kb(s.projectBytes)} in ${s.projectModules} modules (largest: ${s.largest.slice(0, 3).map(l => `${l.module} ${kb(l.bytes)}`).join(", ")})` : "not measured", "–", "–", "–", "–"]);
+	rows.push(["Bytecode (.xsb) of the whole firmware build", s?.missing ? `not measured: ${s.missing}` : s ? `${kb(s.totalBytes)} in ${s.projectModules + s.sdkModules} modules (SDK ${kb(s.sdkBytes)}); simulator mc.so ${kb(s.soBytes ?? 0)}` : "not measured", "–", "–", "–", "–"]);
+
+	// Fleet
+	const f = r.fleet;
+	if (f) {
+		const g = (x: FleetResult["node"] | undefined) => x ? `${x.assigned}/${x.devices} assigned; all in ${x.allAssignedMs === undefined ? "– (not all)" : ms(x.allAssignedMs)}; p50 ${ms(x.p50Ms)}, p99 ${ms(x.p99Ms)}${x.errors.length ? `; errors: ${x.errors.join("; ")}` : ""}` : "–";
+		rows.push([`Fleet: provisioning at once, DPS throttled at ${f.rate} registrations/s (429, retry-after ${f.retryAfter} s)`,
+			f.sims ? g(f.sims) : `not measured: ${r.xs.missing ?? "no simulator instances asked for"}`, g(f.node), "–", "–", "–"]);
+		const devices = f.node.devices + (f.sims?.devices ?? 0);
+		rows.push(["Fleet: DPS requests the emulator counted (all devices)",
+			"–", `${f.dpsRegisterRequests} register + ${f.dpsPollRequests} poll = ${((f.dpsRegisterRequests + f.dpsPollRequests) / devices).toFixed(2)} per device (fewest possible: 2); ${f.dpsConnects} connections; Node CPU ${f.nodeCpuSeconds} s over ${f.wallSeconds} s`, "–", "–", "–"]);
+	}
+	else if (o.fleet > 0) rows.push(["Fleet", "–", `not measured: ${r.fleetError ?? "?"}`, "–", "–", "–"]);
+
+	out.push(`Measured ${r.startedAt} in ${r.seconds} s with \`npm run bench -- ${commandLine(o)}\`.`);
+	out.push(`Machine: ${r.machine.cpu}, ${r.machine.memory}, ${r.machine.os}; Node ${r.machine.node}; Moddable SDK ${r.machine.moddable}; load average before the run ${r.machine.loadBefore || "?"}.`);
+	out.push(`Emulator: its own process; DPS answers the registration 202 with retry-after ${r.emulator.retryAfterSeconds} s (the same for every client; all three honour it) and assigns on the first poll; hub host name ${r.emulator.hubName} (DPS: localhost). Medians over ${o.runs} run(s) (range, n); reconnect rows pool ${o.reconnects} drop(s) per run.`);
+	if (r.microsoftVersions) out.push(`Microsoft's SDK: ${Object.entries(r.microsoftVersions).map(([k, v]) => `${k} ${v}`).join(", ")}.`);
+	out.push("");
+	out.push("| Measure | (a) firmware on the simulator (XS) | (b) core on the Node host | (c) Microsoft's Node SDK | (a)/(c) | (b)/(c) |");
+	out.push("|---|---|---|---|---|---|");
+	for (const row of rows) out.push(`| ${row.map(c => c.replace(/\|/g, "\\|")).join(" | ")} |`);
+	const errors = [["firmware", r.xs], ["core", r.core], ["core, resumed", r.coreResumed], ["Microsoft", r.microsoft]] as const;
+	for (const [name, fig] of errors) if (fig.errors.length) out.push(`\nFailed ${name} runs: ${fig.errors.length} (${[...new Set(fig.errors)].join("; ")})`);
+	return out.join("\n");
+}
+
+function kb(bytes: number): string {
+	return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MB` : `${(bytes / 1024).toFixed(1)} KB`;
+}
+
+function ms(value: number | undefined): string {
+	return value === undefined ? "–" : value >= 10_000 ? `${(value / 1000).toFixed(1)} s` : `${Math.round(value)} ms`;
+}
+
+function commandLine(o: Options): string {
+	if (o.quick) return "--quick" + (o.sim ? "" : " --no-sim") + (o.microsoft ? "" : " --no-microsoft");
+	const parts = [`--runs ${o.runs}`, `--messages ${o.messages}`, `--window ${o.window}`, `--reconnects ${o.reconnects}`, `--fleet ${o.fleet}`, `--fleet-sims ${o.fleetSims}`, `--fleet-rate ${o.fleetRate}`, `--fleet-retry-after ${o.fleetRetryAfter}`];
+	if (!o.sim) parts.push("--no-sim");
+	if (!o.microsoft) parts.push("--no-microsoft");
+	return parts.join(" ");
+}
+
+function updateSection(file: string, report: string): void {
+	const text = fs.readFileSync(file, "utf8");
+	const begin = "<!-- bench:begin -->", end = "<!-- bench:end -->";
+	const a = text.indexOf(begin), b = text.indexOf(end);
+	if (a < 0 || b < a) throw new Error(`${file} has no ${begin} … ${end} section to replace`);
+	fs.writeFileSync(file, text.slice(0, a + begin.length) + "\n" + report + "\n" + text.slice(b));
+	log(`wrote the table into ${file}`);
+}
+
+main().then(() => process.exit(0), e => {
+	process.stderr.write(`bench: ${(e as Error).stack ?? e}\n`);
+	process.exit(1);
+});
