@@ -115,15 +115,33 @@ function keepCaches(tmp: string, realTmp: string): void {
 	}
 }
 
+/** ava's closing counts ("12 tests passed", "1 test failed", "2 tests skipped", …). */
+export function avaCounts(output: string): {passed: number; failed: number; skipped: number} {
+	const count = (what: RegExp) => {
+		const m = [...output.matchAll(what)].at(-1);
+		return m ? Number(m[1]) : 0;
+	};
+	return {
+		passed: count(/^\s*(\d+) tests? passed/gm),
+		failed: count(/^\s*(\d+) tests? failed/gm) + count(/^\s*(\d+) uncaught exceptions?/gm) + count(/^\s*(\d+) unhandled rejections?/gm),
+		skipped: count(/^\s*(\d+) tests? skipped/gm),
+	};
+}
+
 async function main(): Promise<void> {
 	const ava = path.join(REPO_ROOT, "node_modules/ava/entrypoints/cli.mjs");
 	const run = await runAndScan(process.execPath, [ava, ...process.argv.slice(2)]);
+	const counts = avaCounts(run.output);
+	if (run.exitCode !== 0 && counts.failed === 0) counts.failed = 1; // ava failed without counting one (a crash, a timeout)
 	if (run.findings.length) {
 		process.stderr.write("\n" + formatFindings(run.findings) + "\n");
+		process.stdout.write(`tests: ${counts.passed} passed, ${counts.failed + 1} failed, ${counts.skipped} skipped\n`);
 		process.exitCode = run.exitCode || 1;
 		return;
 	}
 	process.stdout.write(`secrets check: none of the ${run.secrets} keys and signatures the tests made, and no sig=… token, appears in the output or the log files\n`);
+	// The plain closing line CI reads (ava's own summary has another form).
+	process.stdout.write(`tests: ${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped\n`);
 	process.exitCode = run.exitCode;
 }
 
