@@ -7,7 +7,7 @@
  * domain "azure" (NVS on the ESP32, set in the field without rebuilding). A non-empty Preference
  * value wins over the build value, so one firmware image can be provisioned per device.
  *
- *   dpsHost dpsPort idScope registrationId symmetricKey modelId hubPort intervalMs   (the device)
+ *   dpsHost dpsPort idScope registrationId symmetricKey modelId hubPort intervalMs queueLimit (the device)
  *   ssid password sntp                                                            (the ESP32 board)
  *   roots firmwareVersion                                      (build only: what the image trusts)
  *
@@ -66,7 +66,7 @@ function start(): void {
 				modelId: setting("modelId"),
 			},
 			hub: {port: setting("hubPort")},
-			telemetry: {intervalMs: setting("intervalMs")},
+			telemetry: {intervalMs: setting("intervalMs"), queueLimit: setting("queueLimit")},
 			firmwareVersion: (config as Record<string, unknown>).firmwareVersion ?? "0.0.0",
 		});
 		const board = createBoard({ssid: setting("ssid"), password: setting("password"), sntp: setting("sntp"), log});

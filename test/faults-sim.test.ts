@@ -102,4 +102,28 @@ else {
 		t.is(run.failure, undefined);
 		await run.stop();
 	});
+
+	test.serial("firmware: the hub down long enough to fill the telemetry queue: overflow reported, no memory exhaustion, the queue delivered afterwards", async t => {
+		t.timeout(240_000);
+		const {id, run} = startDevice("sim-queue");
+		await run.waitFor("telemetry.acked", {timeoutMs: 60_000});
+		const since = run.events.length;
+		// 1 message a second against the firmware's default queue of 16: 25 s offline overflows it.
+		emulator.addFault({kind: "down", ms: 25_000});
+		const overflow = await run.waitFor((e: DeviceEvent) => e.event === "error" && e.code === "queue.full", {timeoutMs: 60_000, since});
+		t.regex(String(overflow.message), /queue is full/);
+		await run.waitFor((e: DeviceEvent) => e.event === "hub.connected" && e.reconnect === true, {timeoutMs: 120_000, since});
+		const lastSent = Math.max(...run.events.filter(e => e.event === "telemetry.sent").map(e => Number(e.seq)));
+		await run.waitFor((e: DeviceEvent) => e.event === "telemetry.acked" && Number(e.seq) > lastSent, {timeoutMs: 60_000, since});
+		t.is(run.failure, undefined, "the VM did not run out of memory");
+		const sent = run.events.filter(e => e.event === "telemetry.sent" && Number(e.seq) <= lastSent).length;
+		const acked = run.events.filter(e => e.event === "telemetry.acked" && Number(e.seq) <= lastSent).length;
+		const refused = run.events.filter(e => e.event === "error" && e.code === "queue.full").length;
+		t.log(`handed over ${sent}, acknowledged ${acked}, refused (queue full) ${refused}`);
+		t.true(refused >= 1);
+		t.is(acked + refused, sent, "every message handed over was either acknowledged or refused with the application told");
+		const received = new Set(emulator.telemetry(id).map(r => Number(r.properties.seq)));
+		t.deepEqual(ackedSeqs(run).filter(s => !received.has(s)), [], "every acknowledged message is at the hub");
+		await run.stop();
+	});
 }

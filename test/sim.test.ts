@@ -167,8 +167,14 @@ else {
 		await run.stop();
 	});
 
-	for (const profile of ["untrustedRoot", "wrongHost"] as const) {
-		test.serial(`firmware: refuses a server with ${profile === "untrustedRoot" ? "a chain to an unpinned root" : "a certificate for another name"} (tls ${profile})`, async t => {
+	const impostors = {
+		untrustedRoot: "a chain to an unpinned root",
+		wrongHost: "a certificate for another name",
+		expired: "an expired certificate",
+		selfSigned: "a self-signed leaf",
+	} as const;
+	for (const profile of Object.keys(impostors) as (keyof typeof impostors)[]) {
+		test.serial(`firmware: refuses a server with ${impostors[profile]} (tls ${profile})`, async t => {
 			t.timeout(120_000);
 			const bad = await startEmulator({dataDir, tls: profile, retryAfterSeconds: 1});
 			emulators.push(bad);

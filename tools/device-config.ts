@@ -58,6 +58,7 @@ export function firmwareSettings(device: DeviceFile): FirmwareSettings {
 		modelId: device.config.dps.modelId ?? "",
 		hubPort: device.config.hub.port,
 		intervalMs: device.config.telemetry.intervalMs,
+		queueLimit: device.config.telemetry.queueLimit,
 		ssid: device.wifi?.ssid ?? "",
 		password: device.wifi?.password ?? "",
 	};

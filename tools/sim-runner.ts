@@ -123,6 +123,7 @@ export interface FirmwareSettings {
 	modelId?: string;
 	hubPort?: number | string;
 	intervalMs?: number | string;
+	queueLimit?: number | string;
 	ssid?: string;
 	password?: string;
 	firmwareVersion?: string;

@@ -163,6 +163,7 @@ export class Device {
 			roots: p.roots,
 			port: c.hub.port,
 			modelId: c.dps.modelId,
+			queueLimit: c.telemetry.queueLimit,
 			onConnect: info => {
 				this.#offlineSince = undefined;
 				p.emit({event: "hub.connected", hub: this.#assignment?.assignedHub, deviceId: this.#assignment?.deviceId, reconnect: info.reconnect, sessionPresent: info.sessionPresent});
@@ -195,6 +196,9 @@ export class Device {
 			onError: error => p.emit({event: "error", code: error.code, message: error.message}),
 		});
 		this.#hub = hub;
+		// The application's clock does not wait for the hub: readings taken while the first connection
+		// is still being made (or has dropped) are queued and sent once it is up, or refused, and said so.
+		this.#scheduleTelemetry();
 		try {
 			await hub.open();
 		}
@@ -203,9 +207,8 @@ export class Device {
 			// Refused credentials were already handled by onAuthFailure (re-provisioning, then retarget);
 			// for anything else the client keeps retrying with backoff on its own.
 			if (error.code !== "hub.unauthorized") p.emit({event: "error", code: error.code, message: error.message});
-			if (error.code === "config") return;
+			if (error.code === "config") this.#host.clearTimer(this.#telemetryTimer);
 		}
-		this.#scheduleTelemetry();
 	}
 
 	/** Runs DPS again in the background; on the device an unhandled rejection would abort the VM. */

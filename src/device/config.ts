@@ -9,12 +9,16 @@ import {checkHostName, checkIdScope, checkKey, checkPort, checkPositive, checkRe
 export interface DeviceConfig {
 	dps: {host: string; port: number; idScope: string; registrationId: string; symmetricKey: string; modelId?: string};
 	hub: {port: number};
-	telemetry: {intervalMs: number};
+	/** queueLimit: telemetry held while the hub is unreachable; each message costs heap (about 80 XS slots). */
+	telemetry: {intervalMs: number; queueLimit: number};
 	firmwareVersion: string;
 }
 
 export const TELEMETRY_INTERVAL_MIN_MS = 1000;
 export const TELEMETRY_INTERVAL_MAX_MS = 24 * 3600 * 1000;
+// Sized for the ESP32's heap (6144 slots in hosts/esp32): on the simulator, with the same heap, a reconnect
+// with 32 messages queued ran out of slots (each costs about 80); 16 leaves room for the TLS handshake and the re-sends.
+export const DEFAULT_QUEUE_LIMIT = 16;
 
 function section(raw: Record<string, unknown>, name: string, required: boolean): Record<string, unknown> {
 	const value = raw[name];
@@ -45,7 +49,10 @@ export function validateDeviceConfig(raw: unknown): DeviceConfig {
 			symmetricKey: checkKey(dps.symmetricKey, "dps.symmetricKey"),
 		},
 		hub: {port: checkPort(hub.port ?? 8883, "hub.port")},
-		telemetry: {intervalMs: checkPositive(telemetry.intervalMs ?? 10_000, "telemetry.intervalMs", TELEMETRY_INTERVAL_MIN_MS, TELEMETRY_INTERVAL_MAX_MS)},
+		telemetry: {
+			intervalMs: checkPositive(telemetry.intervalMs ?? 10_000, "telemetry.intervalMs", TELEMETRY_INTERVAL_MIN_MS, TELEMETRY_INTERVAL_MAX_MS),
+			queueLimit: Math.floor(checkPositive(telemetry.queueLimit ?? DEFAULT_QUEUE_LIMIT, "telemetry.queueLimit", 1, 10_000)),
+		},
 		firmwareVersion: version,
 	};
 	if (typeof modelId === "string" && modelId) config.dps.modelId = modelId;

@@ -96,13 +96,7 @@ export class FakeHost implements Host {
 	/** Moves the clock forward by `ms`, running each timer that falls due, in order, at its own time. */
 	advance(ms: number): void {
 		const end = this.time + ms;
-		for (;;) {
-			const due = this.#timers.filter(t => t.at <= end).sort((a, b) => a.at - b.at || a.id - b.id)[0];
-			if (!due) break;
-			this.#timers = this.#timers.filter(t => t !== due);
-			this.time = Math.max(this.time, due.at);
-			due.callback();
-		}
+		for (let due = this.#takeDue(end); due; due = this.#takeDue(end)) due.callback();
 		this.time = end;
 	}
 
@@ -111,14 +105,21 @@ export class FakeHost implements Host {
 		const end = this.time + ms;
 		for (;;) {
 			await settle();
-			const due = this.#timers.filter(t => t.at <= end).sort((a, b) => a.at - b.at || a.id - b.id)[0];
+			const due = this.#takeDue(end);
 			if (!due) break;
-			this.#timers = this.#timers.filter(t => t !== due);
-			this.time = Math.max(this.time, due.at);
 			due.callback();
 		}
 		this.time = end;
 		await settle();
+	}
+
+	/** Removes the soonest timer due by `end` and moves the clock to its time. */
+	#takeDue(end: number): Timer | undefined {
+		const due = this.#timers.filter(t => t.at <= end).sort((a, b) => a.at - b.at || a.id - b.id)[0];
+		if (!due) return undefined;
+		this.#timers = this.#timers.filter(t => t !== due);
+		this.time = Math.max(this.time, due.at);
+		return due;
 	}
 }
 
