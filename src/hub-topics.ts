@@ -5,8 +5,6 @@
 
 import {decodeComponent as decode, parseQuery} from "./query.js";
 
-export {parseQuery};
-
 export const API_VERSION = "2021-04-12";
 
 /** The five topics a device needs; the hub allows at most five subscriptions per device. */
@@ -159,6 +157,6 @@ export function parseMethodTopic(topic: string): MethodRequestTopic | undefined 
 }
 
 for (const f of [c2dSubscription, hubUsername, telemetryTopic, twinGetTopic, reportedPatchTopic, methodResponseTopic,
-	telemetryBag, parseQuery, isSystemProperty, parsePropertyBag, c2dBag, parseTwinResponse, isDesiredPatch,
+	telemetryBag, isSystemProperty, parsePropertyBag, c2dBag, parseTwinResponse, isDesiredPatch,
 	desiredPatchVersion, parseMethodTopic])
 	Object.freeze(f);

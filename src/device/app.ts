@@ -246,7 +246,6 @@ export class Device {
 	}
 
 	#reportState(): void {
-		this.#report(undefined);
 		this.#hub?.updateReported({
 			firmwareVersion: this.#config.firmwareVersion,
 			bootCount: this.#bootCount,

@@ -12,6 +12,7 @@ import type {Connection, ConnectionHandlers, ConnectOptions, Host} from "../../s
 import {ProvisioningClient, type ProvisioningOptions} from "../../src/dps.js";
 import {HubClient, type HubOptions} from "../../src/hub.js";
 import type {AzureIoTError} from "../../src/errors.js";
+import {uniqueId} from "./e2e.js";
 
 export interface FaultRig {
 	emulator: Emulator;
@@ -35,11 +36,8 @@ export async function startFaultRig(options: EmulatorOptions = {}): Promise<Faul
 	};
 }
 
-let counter = 0;
-/** Unique within the run: tests sharing an emulator never touch each other's devices or faults. */
-export function uniqueId(prefix: string): string {
-	return `${prefix}-${process.pid}-${++counter}`;
-}
+// Unique within the run: tests sharing an emulator never touch each other's devices or faults.
+export {uniqueId};
 
 export const sleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms));
 
