@@ -46,20 +46,20 @@ export function backoffDelay(attempt: number, settings: BackoffSettings, random:
 /** Counts attempts; `next()` gives the next delay, `reset()` after a connection that proved stable. */
 export class Backoff {
 	readonly settings: BackoffSettings;
-	#random: () => number;
-	#attempt = 0;
+	private _random: () => number;
+	private _attempt = 0;
 
 	constructor(options: BackoffOptions, random: () => number) {
 		this.settings = backoffSettings(options);
-		this.#random = random;
+		this._random = random;
 	}
 
 	get attempt(): number {
-		return this.#attempt;
+		return this._attempt;
 	}
 
 	next(): number {
-		return backoffDelay(this.#attempt++, this.settings, this.#random);
+		return backoffDelay(this._attempt++, this.settings, this._random);
 	}
 
 	/**
@@ -67,13 +67,13 @@ export class Backoff {
 	 * refused): uniform in [maxMs / 2, maxMs], and later retries stay at the cap.
 	 */
 	long(): number {
-		this.#attempt = Math.max(this.#attempt, 31);
+		this._attempt = Math.max(this._attempt, 31);
 		const floor = Math.max(this.settings.minMs, this.settings.maxMs / 2);
-		return backoffDelay(0, {initialMs: this.settings.maxMs, maxMs: this.settings.maxMs, minMs: floor}, this.#random);
+		return backoffDelay(0, {initialMs: this.settings.maxMs, maxMs: this.settings.maxMs, minMs: floor}, this._random);
 	}
 
 	reset(): void {
-		this.#attempt = 0;
+		this._attempt = 0;
 	}
 }
 

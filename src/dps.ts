@@ -70,15 +70,15 @@ const DEFAULT_POLL_INTERVAL_MS = 3000;
 
 export class ProvisioningClient {
 	readonly #o: Required<Pick<ProvisioningOptions, "endpoint" | "port" | "tokenTtlSeconds" | "timeoutMs" | "replyTimeoutMs" | "maxRetries">> & ProvisioningOptions;
-	#session?: MqttSession;
+	private _session?: MqttSession;
 	/** The request awaiting its reply: a dropped connection fails it. */
-	#waiting?: {rid: string; resolve(r: Reply): void; reject(e: AzureIoTError): void};
+	private _waiting?: {rid: string; resolve(r: Reply): void; reject(e: AzureIoTError): void};
 	/** Ends whatever register() is awaiting (a reply or a delay), for close(). */
-	#cancel?: (e: AzureIoTError) => void;
-	#ridCounter: number;
-	#timers = new Set<unknown>();
-	#closed = false;
-	#busy = false;
+	private _cancel?: (e: AzureIoTError) => void;
+	private _ridCounter: number;
+	private _timers = new Set<unknown>();
+	private _closed = false;
+	private _busy = false;
 	/** Requests sent, for tests and benchmarks: register and poll counted apart, as DPS throttles them. */
 	readonly counts = {register: 0, poll: 0, connects: 0};
 
@@ -97,14 +97,17 @@ export class ProvisioningClient {
 			maxRetries: 12,
 			...options,
 		};
-		this.#ridCounter = Math.floor(options.host.random() * 1e6);
+		this._ridCounter = Math.floor(options.host.random() * 1e6);
 	}
 
 	/** Registers and resolves with the assignment. Rejects with an AzureIoTError saying what failed. */
 	async register(): Promise<RegistrationResult> {
-		if (this.#busy) throw new AzureIoTError("config", "register(): a registration is already under way. Await it before calling again");
-		if (this.#closed) throw new AzureIoTError("hub.closed", "register(): this ProvisioningClient was closed. Make a new one");
-		this.#busy = true;
+		if (this._busy) throw new AzureIoTError("config", "register(): a registration is already under way. Await it before calling again");
+		if (this._closed) throw new AzureIoTError("hub.closed", "register(): this ProvisioningClient was closed. Make a new one");
+		this._busy = true;
+		// The rest runs as promise jobs on a fresh stack: the first, synchronous part of an async call
+		// holds two frames of it in XS, and the TLS client's set-up would stack on top of them.
+		await null;
 		const o = this.#o;
 		const deadline = o.host.now() + o.timeoutMs;
 		let operationId: string | undefined;
@@ -120,31 +123,31 @@ export class ProvisioningClient {
 			if (o.host.now() + delay > deadline)
 				throw new AzureIoTError("dps.timeout", `DPS registration did not finish within ${Math.round(o.timeoutMs / 1000)} s; the last failure: ${error.message}`, {status: error.status});
 			o.onStatus?.({state: "retrying", attempt, retryAfterMs: delay, reason: error.message});
-			await this.#sleep(delay);
+			await this._sleep(delay);
 		};
 		try {
 			for (;;) {
-				if (this.#closed) throw new AzureIoTError("hub.closed", "register(): the client was closed during registration");
+				if (this._closed) throw new AzureIoTError("hub.closed", "register(): the client was closed during registration");
 				attempt++;
 				let reply: Reply;
 				try {
 					const session = await this.#connect(attempt);
-					const rid = String(++this.#ridCounter);
+					const rid = String(++this._ridCounter);
 					if (operationId === undefined) {
 						o.onStatus?.({state: "registering", attempt});
 						this.counts.register++;
-						reply = await this.#request(session, rid, registerTopic(rid), this.#registrationBody());
+						reply = await this._request(session, rid, registerTopic(rid), this._registrationBody());
 					}
 					else {
 						o.onStatus?.({state: "assigning", attempt});
 						this.counts.poll++;
-						reply = await this.#request(session, rid, pollTopic(rid, operationId), "");
+						reply = await this._request(session, rid, pollTopic(rid, operationId), "");
 					}
 				}
 				catch (e) {
 					const error = asError(e);
 					if (!error.retriable) throw error;
-					this.#dropSession();
+					this._dropSession();
 					await retry(error);
 					continue;
 				}
@@ -180,7 +183,7 @@ export class ProvisioningClient {
 					const delay = Math.max(wait, MIN_POLL_INTERVAL_MS);
 					if (o.host.now() + delay > deadline)
 						throw new AzureIoTError("dps.timeout", `DPS was still assigning after ${Math.round(o.timeoutMs / 1000)} s. Check the DPS instance's linked hubs and allocation policy`);
-					await this.#sleep(delay);
+					await this._sleep(delay);
 					continue;
 				}
 				const error = httpError(reply, o.registrationId);
@@ -189,19 +192,19 @@ export class ProvisioningClient {
 			}
 		}
 		finally {
-			this.#busy = false;
-			this.#finish();
+			this._busy = false;
+			this._finish();
 		}
 	}
 
 	/** Stops a registration under way (it rejects) and frees the connection. */
 	close(): void {
-		this.#closed = true;
-		this.#cancel?.(new AzureIoTError("hub.closed", "the provisioning client was closed"));
-		this.#finish();
+		this._closed = true;
+		this._cancel?.(new AzureIoTError("hub.closed", "the provisioning client was closed"));
+		this._finish();
 	}
 
-	#registrationBody(): string {
+	private _registrationBody(): string {
 		const o = this.#o;
 		let payload = o.payload;
 		if (o.modelId !== undefined) payload = {...(payload && typeof payload === "object" ? payload : {}), modelId: o.modelId};
@@ -209,8 +212,8 @@ export class ProvisioningClient {
 	}
 
 	async #connect(attempt: number): Promise<MqttSession> {
-		if (this.#session?.connected) return this.#session;
-		this.#dropSession();
+		if (this._session?.connected) return this._session;
+		this._dropSession();
 		const o = this.#o;
 		o.onStatus?.({state: "connecting", attempt});
 		this.counts.connects++;
@@ -231,90 +234,94 @@ export class ProvisioningClient {
 					settled = true;
 					resolve(s);
 				},
-				onMessage: (m: MqttMessage) => this.#onMessage(m),
+				onMessage: (m: MqttMessage) => this._onMessage(m),
 				onClose: (error: AzureIoTError) => {
-					if (this.#session === s) this.#session = undefined;
+					if (this._session === s) this._session = undefined;
 					if (!settled) {
 						settled = true;
 						reject(connectError(error));
 					}
-					else this.#waiting?.reject(new AzureIoTError("network", `the DPS connection dropped: ${error.message}`, {retriable: true}));
+					else this._waiting?.reject(new AzureIoTError("network", `the DPS connection dropped: ${error.message}`, {retriable: true}));
 				},
 			};
-			this.#cancel = e => {
+			this._cancel = e => {
 				if (settled) return;
 				settled = true;
 				reject(e);
 			};
 			const s = (o.createSession ?? ((x: MqttClientOptions) => new MqttClient(x)))(options);
-			this.#session = s;
+			this._session = s;
 		});
-		this.#cancel = undefined;
+		this._cancel = undefined;
 		await session.subscribe([{topic: DPS_RESPONSE_FILTER, qos: 1}]);
 		return session;
 	}
 
-	#request(session: MqttSession, rid: string, topic: string, body: string): Promise<Reply> {
+	private _request(session: MqttSession, rid: string, topic: string, body: string): Promise<Reply> {
 		return new Promise<Reply>((resolve, reject) => {
 			const timer = this.#o.host.setTimer(() => {
-				this.#timers.delete(timer);
+				this._timers.delete(timer);
 				done();
 				reject(new AzureIoTError("mqtt.timeout", `DPS did not answer within ${this.#o.replyTimeoutMs / 1000} s`, {retriable: true}));
 			}, this.#o.replyTimeoutMs);
-			this.#timers.add(timer);
+			this._timers.add(timer);
 			const done = () => {
 				this.#o.host.clearTimer(timer);
-				this.#timers.delete(timer);
-				if (this.#waiting?.rid === rid) this.#waiting = undefined;
-				this.#cancel = undefined;
+				this._timers.delete(timer);
+				if (this._waiting?.rid === rid) this._waiting = undefined;
+				this._cancel = undefined;
 			};
-			this.#waiting = {
+			this._waiting = {
 				rid,
 				resolve: r => { done(); resolve(r); },
 				reject: e => { done(); reject(e); },
 			};
-			this.#cancel = e => this.#waiting?.rid === rid && this.#waiting.reject(e);
-			session.publish(topic, body, {qos: 1}).catch((e: unknown) => this.#waiting?.rid === rid && this.#waiting.reject(asRetriable(e)));
+			this._cancel = e => this._waiting?.rid === rid && this._waiting.reject(e);
+			session.publish(topic, body, {qos: 1}).catch((e: unknown) => this._waiting?.rid === rid && this._waiting.reject(asRetriable(e)));
 		});
 	}
 
-	#onMessage(message: MqttMessage): void {
+	private _onMessage(message: MqttMessage): void {
 		const topic = parseReplyTopic(message.topic);
-		if (!topic || !this.#waiting || topic.rid !== this.#waiting.rid) return; // a late reply to an abandoned request
-		this.#waiting.resolve({status: topic.status, retryAfter: topic.retryAfter, body: utf8Decode(message.payload)});
+		if (!topic || !this._waiting || topic.rid !== this._waiting.rid) return; // a late reply to an abandoned request
+		this._waiting.resolve({status: topic.status, retryAfter: topic.retryAfter, body: utf8Decode(message.payload)});
 	}
 
-	#sleep(ms: number): Promise<void> {
+	private _sleep(ms: number): Promise<void> {
 		return new Promise((resolve, reject) => {
 			const timer = this.#o.host.setTimer(() => {
-				this.#timers.delete(timer);
-				this.#cancel = undefined;
+				this._timers.delete(timer);
+				this._cancel = undefined;
 				resolve();
 			}, ms);
-			this.#timers.add(timer);
-			this.#cancel = e => {
+			this._timers.add(timer);
+			this._cancel = e => {
 				this.#o.host.clearTimer(timer);
-				this.#timers.delete(timer);
-				this.#cancel = undefined;
+				this._timers.delete(timer);
+				this._cancel = undefined;
 				reject(e);
 			};
 		});
 	}
 
-	#dropSession(): void {
-		const s = this.#session;
-		this.#session = undefined;
+	private _dropSession(): void {
+		const s = this._session;
+		this._session = undefined;
 		s?.close();
 	}
 
-	#finish(): void {
-		for (const t of this.#timers) this.#o.host.clearTimer(t);
-		this.#timers.clear();
-		const s = this.#session;
-		this.#session = undefined;
+	private _finish(): void {
+		for (const t of this._timers) this.#o.host.clearTimer(t);
+		this._timers.clear();
+		const s = this._session;
+		this._session = undefined;
 		if (s?.connected) {
-			// The protocol note: unsubscribe, then DISCONNECT, so DPS frees the session before the hub connection opens.
-			s.unsubscribe([DPS_RESPONSE_FILTER]).catch(() => {}).finally(() => s.disconnect());
+			// Unsubscribe, DISCONNECT and let go of the TLS session before the hub connection opens (the
+			// protocol note): both packets leave together, in order, without waiting for UNSUBACK, so the
+			// DPS connection is gone before register() resolves. On the device two TLS sessions at once
+			// is what sets the peak of the XS heap (BENCHMARKS.md).
+			s.unsubscribe([DPS_RESPONSE_FILTER]).catch(() => {});
+			s.disconnect();
 		}
 		else s?.close();
 	}

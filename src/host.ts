@@ -24,6 +24,7 @@ export interface HostError {
 export interface ConnectionHandlers {
 	/** The TLS handshake completed: bytes may now be written. */
 	onConnect(): void;
+	/** Bytes received. They are the core's to keep: a host never reuses or changes them after the call. */
 	onData(bytes: Uint8Array): void;
 	/** Called once, for any end that the core did not ask for with close(). */
 	onClose(error: HostError): void;

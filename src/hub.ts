@@ -181,87 +181,88 @@ function clip(text: string, max = 200): string {
 }
 
 export class HubClient {
-	#host: Host;
-	#hubName: string;
-	#deviceId: string;
+	private _host: Host;
+	private _hubName: string;
+	private _deviceId: string;
 	#key: string;
-	#roots: readonly Uint8Array[];
-	#port: number;
-	#modelId: string | undefined;
-	#clean: boolean;
-	#keepAlive: number;
-	#ttl: number;
-	#renewBefore: number;
-	#opTimeout: number;
-	#maxInFlight: number;
+	private _roots: readonly Uint8Array[];
+	private _port: number;
+	private _modelId: string | undefined;
+	private _clean: boolean;
+	private _keepAlive: number;
+	private _ttl: number;
+	private _renewBefore: number;
+	private _opTimeout: number;
+	private _maxInFlight: number;
 	#options: HubOptions;
-	#createSession: (options: MqttClientOptions) => MqttSession;
+	private _createSession: (options: MqttClientOptions) => MqttSession;
 
-	#state: State = "idle";
-	#gen = 0;
-	#session: MqttSession | undefined;
-	#password = "";
-	#tokenExpiryMs = 0;
-	#everConnected = false;
-	#connectedAt = 0;
-	#backoff: Backoff;
-	#twinBackoff: Backoff;
-	#retryTimer: TimerHandle | undefined;
-	#renewTimer: TimerHandle | undefined;
-	#twinRetryTimer: TimerHandle | undefined;
-	#outbox: Outbox;
-	#twinOps = new Map<string, TwinOp>();
-	#rid = 0;
-	#desiredVersion: number | undefined;
-	#opened = false;
-	#openWaiter: {promise: Promise<void>; resolve(): void; reject(error: AzureIoTError): void} | undefined;
-	#stats = {sent: 0, acked: 0, resent: 0, reconnects: 0};
+	private _state: State = "idle";
+	private _gen = 0;
+	private _session: MqttSession | undefined;
+	private _password = "";
+	private _tokenExpiryMs = 0;
+	private _everConnected = false;
+	private _connectedAt = 0;
+	private _backoff: Backoff;
+	private _twinBackoff: Backoff;
+	private _retryTimer: TimerHandle | undefined;
+	private _renewTimer: TimerHandle | undefined;
+	private _twinRetryTimer: TimerHandle | undefined;
+	private _outbox: Outbox;
+	private _flushQueued = false;
+	private _twinOps = new Map<string, TwinOp>();
+	private _rid = 0;
+	private _desiredVersion: number | undefined;
+	private _opened = false;
+	private _openWaiter: {promise: Promise<void>; resolve(): void; reject(error: AzureIoTError): void} | undefined;
+	private _stats = {sent: 0, acked: 0, resent: 0, reconnects: 0};
 
 	constructor(options: HubOptions) {
 		if (!isRecord(options)) throw configError("options", "is missing", "Pass one options object to new HubClient()");
 		const host = options.host;
 		if (!host || typeof host.setTimer !== "function" || typeof host.hmacSha256 !== "function")
 			throw configError("host", "is missing or incomplete", "Pass the platform's Host (createNodeHost() under Node)");
-		this.#host = host;
-		this.#hubName = checkHostName(options.hubName, "hubName");
-		this.#deviceId = checkDeviceId(options.deviceId);
+		this._host = host;
+		this._hubName = checkHostName(options.hubName, "hubName");
+		this._deviceId = checkDeviceId(options.deviceId);
 		this.#key = checkKey(options.symmetricKey);
-		this.#roots = checkRoots(options.roots);
-		this.#port = checkPort(options.port ?? 8883, "port");
+		this._roots = checkRoots(options.roots);
+		this._port = checkPort(options.port ?? 8883, "port");
 		if (options.modelId !== undefined && (typeof options.modelId !== "string" || !options.modelId.startsWith("dtmi:")))
 			throw configError("modelId", "is not a DTDL model id", "Use the form dtmi:com:example:Thermostat;1, or omit it");
-		this.#modelId = options.modelId || undefined;
-		this.#clean = options.clean ?? false;
-		this.#keepAlive = Math.floor(checkPositive(options.keepAliveSeconds ?? 120, "keepAliveSeconds", 1, 1177));
-		this.#ttl = Math.floor(checkPositive(options.tokenTtlSeconds ?? 3600, "tokenTtlSeconds", 2, 365 * 24 * 3600));
-		const defaultRenew = Math.min(Math.max(10, this.#ttl / 4), this.#ttl / 2);
-		this.#renewBefore = checkPositive(options.renewBeforeSeconds ?? defaultRenew, "renewBeforeSeconds", 0.001, this.#ttl - 1);
-		this.#opTimeout = checkPositive(options.operationTimeoutMs ?? 30000, "operationTimeoutMs", 1, 3600000);
-		this.#maxInFlight = Math.floor(checkPositive(options.maxInFlight ?? 8, "maxInFlight", 1, 65535));
+		this._modelId = options.modelId || undefined;
+		this._clean = options.clean ?? false;
+		this._keepAlive = Math.floor(checkPositive(options.keepAliveSeconds ?? 120, "keepAliveSeconds", 1, 1177));
+		this._ttl = Math.floor(checkPositive(options.tokenTtlSeconds ?? 3600, "tokenTtlSeconds", 2, 365 * 24 * 3600));
+		const defaultRenew = Math.min(Math.max(10, this._ttl / 4), this._ttl / 2);
+		this._renewBefore = checkPositive(options.renewBeforeSeconds ?? defaultRenew, "renewBeforeSeconds", 0.001, this._ttl - 1);
+		this._opTimeout = checkPositive(options.operationTimeoutMs ?? 30000, "operationTimeoutMs", 1, 3600000);
+		this._maxInFlight = Math.floor(checkPositive(options.maxInFlight ?? 8, "maxInFlight", 1, 65535));
 		const queueLimit = Math.floor(checkPositive(options.queueLimit ?? 64, "queueLimit", 1, 65535));
 		const b = options.backoff ?? {};
 		const initialMs = checkPositive(b.initialMs ?? 1000, "backoff.initialMs", 1, 3600000);
 		const maxMs = checkPositive(b.maxMs ?? 60000, "backoff.maxMs", initialMs, 24 * 3600000);
 		const random = () => host.random();
-		this.#backoff = new Backoff({initialMs, maxMs}, random);
-		this.#twinBackoff = new Backoff({initialMs, maxMs}, random);
-		this.#outbox = new Outbox(queueLimit);
+		this._backoff = new Backoff({initialMs, maxMs}, random);
+		this._twinBackoff = new Backoff({initialMs, maxMs}, random);
+		this._outbox = new Outbox(queueLimit);
 		this.#options = options;
-		this.#createSession = options.createSession ?? (o => new MqttClient(o));
+		this._createSession = options.createSession ?? (o => new MqttClient(o));
 	}
 
 	/** The state read afresh (callbacks and sessions may have changed it since TypeScript last looked). */
 	get #current(): State {
-		return this.#state;
+		return this._state;
 	}
 
 	/** True once connected, subscribed and able to publish. */
 	get connected(): boolean {
-		return this.#state === "ready";
+		return this._state === "ready";
 	}
 
 	get stats(): HubStats {
-		return Object.freeze({...this.#stats, queued: this.#outbox.length});
+		return Object.freeze({...this._stats, queued: this._outbox.length});
 	}
 
 	/**
@@ -271,18 +272,18 @@ export class HubClient {
 	 * hub.closed. Network and TLS failures are retried with backoff and reported to onDisconnect.
 	 */
 	open(): Promise<void> {
-		if (this.#state === "closed") return Promise.reject(this.#closedError());
-		if (this.#opened) return Promise.resolve();
-		if (!this.#openWaiter) {
+		if (this._state === "closed") return Promise.reject(this._closedError());
+		if (this._opened) return Promise.resolve();
+		if (!this._openWaiter) {
 			let resolve!: () => void, reject!: (error: AzureIoTError) => void;
 			const promise = new Promise<void>((res, rej) => {
 				resolve = res;
 				reject = rej;
 			});
-			this.#openWaiter = {promise, resolve, reject};
+			this._openWaiter = {promise, resolve, reject};
 		}
-		const waiter = this.#openWaiter;
-		if (this.#state === "idle") this.#connect();
+		const waiter = this._openWaiter;
+		if (this._state === "idle") this._connect();
 		return waiter.promise;
 	}
 
@@ -292,7 +293,7 @@ export class HubClient {
 	 * already waiting; rejects with hub.closed if the client is closed before the hub acknowledges it.
 	 */
 	sendTelemetry(body: string | Uint8Array | object, options: TelemetryOptions = {}): Promise<{messageId: string}> {
-		if (this.#state === "closed") return Promise.reject(this.#closedError());
+		if (this._state === "closed") return Promise.reject(this._closedError());
 		let messageId: string, bag: string, payload: Uint8Array;
 		try {
 			let contentType = options.contentType;
@@ -329,7 +330,7 @@ export class HubClient {
 			}
 			if (options.messageId !== undefined && (typeof options.messageId !== "string" || !options.messageId || options.messageId.length > 128))
 				throw configError("messageId", "must be a string of 1 to 128 characters", "Omit it to have one generated");
-			messageId = options.messageId ?? this.#uuid();
+			messageId = options.messageId ?? this._uuid();
 			try {
 				bag = telemetryBag({
 					messageId, correlationId: options.correlationId, contentType, contentEncoding,
@@ -345,19 +346,19 @@ export class HubClient {
 		}
 		return new Promise((resolve, reject) => {
 			const entry: OutboxEntry = {messageId, bag, payload, inFlight: 0, sends: 0, resolve, reject};
-			if (!this.#outbox.accept(entry)) {
+			if (!this._outbox.accept(entry)) {
 				reject(new AzureIoTError("queue.full",
-					`The telemetry queue is full (${this.#outbox.limit} messages await the hub's acknowledgement), so message ${clip(messageId, 64)} was not accepted. Send it again later, send less often, or raise queueLimit`,
+					`The telemetry queue is full (${this._outbox.limit} messages await the hub's acknowledgement), so message ${clip(messageId, 64)} was not accepted. Send it again later, send less often, or raise queueLimit`,
 					{retriable: true}));
-				this.#emit("onQueueOverflow", () => this.#options.onQueueOverflow?.({messageId}));
+				this._emit("onQueueOverflow", () => this.#options.onQueueOverflow?.({messageId}));
 				return;
 			}
-			this.#flush();
+			this._flushLater();
 		});
 	}
 
 	getTwin(): Promise<Twin> {
-		return this.#twinRequest(twinGetTopic, new Uint8Array(0), true).then(reply => this.#parseTwin(reply));
+		return this._twinRequest(twinGetTopic, new Uint8Array(0), true).then(reply => this._parseTwin(reply));
 	}
 
 	/** Sends a reported-properties patch (null deletes a property); resolves with the new reported $version. */
@@ -371,7 +372,7 @@ export class HubClient {
 		catch {
 			return Promise.reject(configError("patch", "cannot be serialized as JSON", "Remove cycles and BigInt values"));
 		}
-		return this.#twinRequest(reportedPatchTopic, utf8Encode(json), true).then(reply => {
+		return this._twinRequest(reportedPatchTopic, utf8Encode(json), true).then(reply => {
 			if (reply.version === undefined)
 				throw new AzureIoTError("hub.badReply", `The hub acknowledged the reported-properties update (status ${reply.status}) without a $version. This is a hub or emulator bug`, {retriable: true});
 			return reply.version;
@@ -383,189 +384,189 @@ export class HubClient {
 	 * Queued telemetry is kept and goes to the new hub.
 	 */
 	retarget(target: {hubName: string; deviceId: string; symmetricKey?: string}): void {
-		if (this.#state === "closed") throw this.#closedError();
+		if (this._state === "closed") throw this._closedError();
 		if (!isRecord(target)) throw configError("retarget()", "needs {hubName, deviceId, symmetricKey?}", "Pass DPS's assignedHub and deviceId");
 		const hubName = checkHostName(target.hubName, "hubName");
 		const deviceId = checkDeviceId(target.deviceId);
 		const key = target.symmetricKey === undefined ? this.#key : checkKey(target.symmetricKey);
-		if (hubName !== this.#hubName || deviceId !== this.#deviceId) this.#desiredVersion = undefined;
-		this.#hubName = hubName;
-		this.#deviceId = deviceId;
+		if (hubName !== this._hubName || deviceId !== this._deviceId) this._desiredVersion = undefined;
+		this._hubName = hubName;
+		this._deviceId = deviceId;
 		this.#key = key;
-		this.#log(`retargeted to ${hubName} as ${deviceId}`);
-		this.#backoff.reset();
-		if (this.#state !== "idle") this.#reconnectNow();
+		this._log(`retargeted to ${hubName} as ${deviceId}`);
+		this._backoff.reset();
+		if (this._state !== "idle") this._reconnectNow();
 	}
 
 	/** Sends DISCONNECT and stops. Queued telemetry and pending twin requests reject with hub.closed. */
 	close(): Promise<void> {
-		if (this.#state === "closed") return Promise.resolve();
-		this.#state = "closed";
-		this.#gen++;
-		this.#clearTimers();
-		const session = this.#session;
-		this.#session = undefined;
-		if (session) this.#endSession(session);
-		const error = this.#closedError();
-		for (const entry of this.#outbox.drain()) entry.reject(error);
-		for (const [rid, op] of this.#twinOps) {
-			this.#twinOps.delete(rid);
-			this.#host.clearTimer(op.timer);
+		if (this._state === "closed") return Promise.resolve();
+		this._state = "closed";
+		this._gen++;
+		this._clearTimers();
+		const session = this._session;
+		this._session = undefined;
+		if (session) this._endSession(session);
+		const error = this._closedError();
+		for (const entry of this._outbox.drain()) entry.reject(error);
+		for (const [rid, op] of this._twinOps) {
+			this._twinOps.delete(rid);
+			this._host.clearTimer(op.timer);
 			op.reject(error);
 		}
-		this.#openWaiter?.reject(error);
-		this.#openWaiter = undefined;
-		this.#log("closed");
+		this._openWaiter?.reject(error);
+		this._openWaiter = undefined;
+		this._log("closed");
 		return Promise.resolve();
 	}
 
 	// --- connection life cycle ---
 
-	#connect(): void {
-		this.#host.clearTimer(this.#retryTimer);
-		this.#retryTimer = undefined;
-		const gen = ++this.#gen;
-		this.#state = "connecting";
-		this.#session = undefined;
-		const expiry = Math.floor(this.#host.now() / 1000) + this.#ttl;
-		this.#tokenExpiryMs = expiry * 1000;
+	private _connect(): void {
+		this._host.clearTimer(this._retryTimer);
+		this._retryTimer = undefined;
+		const gen = ++this._gen;
+		this._state = "connecting";
+		this._session = undefined;
+		const expiry = Math.floor(this._host.now() / 1000) + this._ttl;
+		this._tokenExpiryMs = expiry * 1000;
 		let session: MqttSession;
 		try {
-			this.#password = hubPassword(this.#hubName, this.#deviceId, this.#key, expiry, (k, m) => this.#host.hmacSha256(k, m));
-			this.#log(`connecting to ${this.#hubName}:${this.#port} as ${this.#deviceId}`);
-			session = this.#createSession({
-				host: this.#host,
-				server: {host: this.#hubName, port: this.#port, roots: this.#roots},
-				clientId: this.#deviceId,
-				username: hubUsername(this.#hubName, this.#deviceId, this.#modelId),
-				password: this.#password,
-				clean: this.#clean,
-				keepAliveSeconds: this.#keepAlive,
-				onConnect: info => this.#onSessionConnect(gen, info.sessionPresent),
-				onMessage: message => this.#onSessionMessage(gen, message),
-				onClose: error => this.#onSessionClose(gen, error),
+			this._password = hubPassword(this._hubName, this._deviceId, this.#key, expiry, (k, m) => this._host.hmacSha256(k, m));
+			this._log(`connecting to ${this._hubName}:${this._port} as ${this._deviceId}`);
+			session = this._createSession({
+				host: this._host,
+				server: {host: this._hubName, port: this._port, roots: this._roots},
+				clientId: this._deviceId,
+				username: hubUsername(this._hubName, this._deviceId, this._modelId),
+				password: this._password,
+				clean: this._clean,
+				keepAliveSeconds: this._keepAlive,
+				onConnect: info => this._onSessionConnect(gen, info.sessionPresent),
+				onMessage: message => this._onSessionMessage(gen, message),
+				onClose: error => this._onSessionClose(gen, error),
 			});
 		}
 		catch (error) {
-			if (gen === this.#gen && this.#state === "connecting") this.#drop(gen, error, undefined);
+			if (gen === this._gen && this._state === "connecting") this._drop(gen, error, undefined);
 			return;
 		}
 		// A session that reported its end synchronously has already moved the state on.
-		if (gen === this.#gen && this.#state === "connecting") this.#session = session;
-		else if (gen !== this.#gen || this.#current === "closed") this.#endSession(session);
+		if (gen === this._gen && this._state === "connecting") this._session = session;
+		else if (gen !== this._gen || this.#current === "closed") this._endSession(session);
 	}
 
-	#onSessionConnect(gen: number, sessionPresent: boolean): void {
-		if (gen !== this.#gen || this.#state !== "connecting") return;
-		const session = this.#session;
+	private _onSessionConnect(gen: number, sessionPresent: boolean): void {
+		if (gen !== this._gen || this._state !== "connecting") return;
+		const session = this._session;
 		if (!session) { // CONNACK reported from inside the constructor: finish once it has returned
-			Promise.resolve().then(() => this.#onSessionConnect(gen, sessionPresent));
+			Promise.resolve().then(() => this._onSessionConnect(gen, sessionPresent));
 			return;
 		}
-		this.#state = "subscribing";
-		this.#connectedAt = this.#host.now();
-		const reconnect = this.#everConnected;
-		this.#everConnected = true;
-		if (reconnect) this.#stats.reconnects++;
+		this._state = "subscribing";
+		this._connectedAt = this._host.now();
+		const reconnect = this._everConnected;
+		this._everConnected = true;
+		if (reconnect) this._stats.reconnects++;
 		// Counted from when the token was made, not from CONNACK: a slow handshake must not eat the margin.
-		const renewInMs = Math.max(1000, this.#tokenExpiryMs - this.#renewBefore * 1000 - this.#host.now());
-		this.#renewTimer = this.#host.setTimer(() => {
-			this.#renewTimer = undefined;
-			if (gen === this.#gen && (this.#state === "ready" || this.#state === "subscribing")) {
-				this.#log("renewing the SAS token");
-				this.#reconnectNow();
+		const renewInMs = Math.max(1000, this._tokenExpiryMs - this._renewBefore * 1000 - this._host.now());
+		this._renewTimer = this._host.setTimer(() => {
+			this._renewTimer = undefined;
+			if (gen === this._gen && (this._state === "ready" || this._state === "subscribing")) {
+				this._log("renewing the SAS token");
+				this._reconnectNow();
 			}
 		}, renewInMs);
 		let subscribing: Promise<unknown>;
 		try {
-			subscribing = session.subscribe(this.#subscriptions());
+			subscribing = session.subscribe(this._subscriptions());
 		}
 		catch (error) {
 			subscribing = Promise.reject(error);
 		}
 		subscribing.then(() => {
-			if (gen !== this.#gen || this.#state !== "subscribing") return;
-			this.#state = "ready";
-			this.#log(`connected to ${this.#hubName}${reconnect ? " again" : ""}`);
-			this.#emit("onConnect", () => this.#options.onConnect?.({sessionPresent, reconnect}));
-			if (gen !== this.#gen || this.#state !== "ready") return;
-			this.#readTwin(gen);
-			for (const op of this.#twinOps.values()) if (op.sentGen !== gen) this.#sendTwinOp(op);
-			this.#flush();
+			if (gen !== this._gen || this._state !== "subscribing") return;
+			this._state = "ready";
+			this._log(`connected to ${this._hubName}${reconnect ? " again" : ""}`);
+			this._emit("onConnect", () => this.#options.onConnect?.({sessionPresent, reconnect}));
+			if (gen !== this._gen || this._state !== "ready") return;
+			this._readTwin(gen);
+			for (const op of this._twinOps.values()) if (op.sentGen !== gen) this._sendTwinOp(op);
+			this._flush();
 		}, error => {
-			if (gen === this.#gen && this.#state === "subscribing") this.#drop(gen, error, session);
+			if (gen === this._gen && this._state === "subscribing") this._drop(gen, error, session);
 		});
 	}
 
-	#subscriptions(): Subscription[] {
+	private _subscriptions(): Subscription[] {
 		const o = this.#options;
 		const list: Subscription[] = [{topic: TWIN_RESPONSES, qos: 0}];
-		if (o.onMessage) list.push({topic: c2dSubscription(this.#deviceId), qos: 1});
+		if (o.onMessage) list.push({topic: c2dSubscription(this._deviceId), qos: 1});
 		if (o.onDesired) list.push({topic: DESIRED_PATCHES, qos: 0});
 		if (o.onMethod) list.push({topic: METHOD_REQUESTS, qos: 0});
 		return list;
 	}
 
-	#onSessionClose(gen: number, error: AzureIoTError): void {
-		if (gen !== this.#gen) return;
-		if (this.#state !== "connecting" && this.#state !== "subscribing" && this.#state !== "ready") return;
-		this.#drop(gen, error, undefined);
+	private _onSessionClose(gen: number, error: AzureIoTError): void {
+		if (gen !== this._gen) return;
+		if (this._state !== "connecting" && this._state !== "subscribing" && this._state !== "ready") return;
+		this._drop(gen, error, undefined);
 	}
 
 	/** The connection of `gen` is over: take back what was in flight on it. */
-	#endConnection(gen: number): void {
-		const wasUp = this.#state === "ready" || this.#state === "subscribing";
-		if (wasUp && this.#host.now() - this.#connectedAt >= STABLE_MS) this.#backoff.reset();
-		this.#session = undefined;
-		this.#host.clearTimer(this.#renewTimer);
-		this.#renewTimer = undefined;
-		this.#host.clearTimer(this.#twinRetryTimer);
-		this.#twinRetryTimer = undefined;
-		this.#outbox.requeue(gen);
-		for (const [rid, op] of this.#twinOps) {
+	private _endConnection(gen: number): void {
+		const wasUp = this._state === "ready" || this._state === "subscribing";
+		if (wasUp && this._host.now() - this._connectedAt >= STABLE_MS) this._backoff.reset();
+		this._session = undefined;
+		this._host.clearTimer(this._renewTimer);
+		this._renewTimer = undefined;
+		this._host.clearTimer(this._twinRetryTimer);
+		this._twinRetryTimer = undefined;
+		this._outbox.requeue(gen);
+		for (const [rid, op] of this._twinOps) {
 			if (op.retry) op.sentGen = 0;
 			else {
-				this.#twinOps.delete(rid);
-				this.#host.clearTimer(op.timer);
+				this._twinOps.delete(rid);
+				this._host.clearTimer(op.timer);
 				op.reject(new AzureIoTError("mqtt.closed", "The connection to the hub ended before the twin reply arrived", {retriable: true}));
 			}
 		}
 	}
 
 	/** Unexpected end (or a failure this side treats as one): report it and retry after a backoff delay. */
-	#drop(gen: number, cause: unknown, closeSession: MqttSession | undefined): void {
-		this.#endConnection(gen);
-		if (closeSession) this.#endSession(closeSession, true);
-		const error = this.#classify(cause);
+	private _drop(gen: number, cause: unknown, closeSession: MqttSession | undefined): void {
+		this._endConnection(gen);
+		if (closeSession) this._endSession(closeSession, true);
+		const error = this._classify(cause);
 		const slow = error.code === "hub.unauthorized" || error.code === "tls";
-		const delay = slow ? this.#backoff.long() : this.#backoff.next();
-		this.#state = "waiting";
-		const retryGen = this.#gen;
-		this.#retryTimer = this.#host.setTimer(() => {
-			this.#retryTimer = undefined;
-			if (this.#state === "waiting" && this.#gen === retryGen) this.#connect();
+		const delay = slow ? this._backoff.long() : this._backoff.next();
+		this._state = "waiting";
+		const retryGen = this._gen;
+		this._retryTimer = this._host.setTimer(() => {
+			this._retryTimer = undefined;
+			if (this._state === "waiting" && this._gen === retryGen) this._connect();
 		}, delay);
-		this.#log(`disconnected (${error.code}${error.status !== undefined ? " " + error.status : ""}); retrying in ${delay} ms`);
-		if (error.code === "hub.unauthorized" && this.#openWaiter) {
-			this.#openWaiter.reject(error);
-			this.#openWaiter = undefined;
+		this._log(`disconnected (${error.code}${error.status !== undefined ? " " + error.status : ""}); retrying in ${delay} ms`);
+		if (error.code === "hub.unauthorized" && this._openWaiter) {
+			this._openWaiter.reject(error);
+			this._openWaiter = undefined;
 		}
-		this.#emit("onDisconnect", () => this.#options.onDisconnect?.(error, delay));
-		if (error.code === "hub.unauthorized" && this.#current !== "closed" && this.#gen === retryGen)
-			this.#emit("onAuthFailure", () => this.#options.onAuthFailure?.(error));
+		this._emit("onDisconnect", () => this.#options.onDisconnect?.(error, delay));
+		if (error.code === "hub.unauthorized" && this.#current !== "closed" && this._gen === retryGen)
+			this._emit("onAuthFailure", () => this.#options.onAuthFailure?.(error));
 	}
 
 	/** Planned reconnect (token renewal, retarget): DISCONNECT cleanly, then connect with a fresh token at once. */
-	#reconnectNow(): void {
-		const session = this.#session;
-		this.#endConnection(this.#gen);
-		if (session) this.#endSession(session);
-		this.#host.clearTimer(this.#retryTimer);
-		this.#retryTimer = undefined;
-		this.#connect();
+	private _reconnectNow(): void {
+		const session = this._session;
+		this._endConnection(this._gen);
+		if (session) this._endSession(session);
+		this._host.clearTimer(this._retryTimer);
+		this._retryTimer = undefined;
+		this._connect();
 	}
 
-	#endSession(session: MqttSession, abort = false): void {
+	private _endSession(session: MqttSession, abort = false): void {
 		try {
 			if (!abort && session.connected) session.disconnect();
 			else session.close();
@@ -575,31 +576,31 @@ export class HubClient {
 		}
 	}
 
-	#clearTimers(): void {
-		for (const t of [this.#retryTimer, this.#renewTimer, this.#twinRetryTimer]) this.#host.clearTimer(t);
-		this.#retryTimer = this.#renewTimer = this.#twinRetryTimer = undefined;
+	private _clearTimers(): void {
+		for (const t of [this._retryTimer, this._renewTimer, this._twinRetryTimer]) this._host.clearTimer(t);
+		this._retryTimer = this._renewTimer = this._twinRetryTimer = undefined;
 	}
 
-	#classify(cause: unknown): AzureIoTError {
+	private _classify(cause: unknown): AzureIoTError {
 		if (cause instanceof AzureIoTError) {
 			if (cause.code === "mqtt.connack" && (cause.status === 4 || cause.status === 5))
 				return new AzureIoTError("hub.unauthorized",
-					`${this.#hubName} refused the credentials of device ${this.#deviceId} (CONNACK ${cause.status}): the key is wrong, or the device was deleted, disabled or moved to another hub. Re-provision with DPS and call retarget(); until then the client retries slowly`,
+					`${this._hubName} refused the credentials of device ${this._deviceId} (CONNACK ${cause.status}): the key is wrong, or the device was deleted, disabled or moved to another hub. Re-provision with DPS and call retarget(); until then the client retries slowly`,
 					{status: cause.status});
 			if (cause.code === "mqtt.connack" && cause.status === 3)
 				return new AzureIoTError("hub.unavailable",
-					`${this.#hubName} is unavailable (CONNACK 3); retrying with backoff`, {status: 3, retriable: true});
-			return new AzureIoTError(cause.code, this.#scrub(cause.message),
+					`${this._hubName} is unavailable (CONNACK 3); retrying with backoff`, {status: 3, retriable: true});
+			return new AzureIoTError(cause.code, this._scrub(cause.message),
 				{status: cause.status, retryAfter: cause.retryAfter, retriable: cause.code === "config" ? false : true});
 		}
 		const message = cause instanceof Error ? cause.message : String(cause);
-		return new AzureIoTError("network", this.#scrub(`Connecting to ${this.#hubName} failed: ${message}`), {retriable: true});
+		return new AzureIoTError("network", this._scrub(`Connecting to ${this._hubName} failed: ${message}`), {retriable: true});
 	}
 
 	/** Whatever a lower layer wrote, no key, token or signature leaves this client. */
-	#scrub(text: string): string {
+	private _scrub(text: string): string {
 		let out = String(text);
-		const password = this.#password;
+		const password = this._password;
 		const sig = /sig=([^&\s]+)/.exec(password)?.[1];
 		for (const secret of [this.#key, password, sig, sig && decodeURIComponent(sig)]) {
 			if (secret && secret.length >= 8) out = out.split(secret).join("<redacted>");
@@ -609,56 +610,69 @@ export class HubClient {
 
 	// --- telemetry ---
 
-	#flush(): void {
-		const gen = this.#gen;
+	/**
+	 * Publishes from a promise job of its own: on a fresh stack whatever depth the application called
+	 * sendTelemetry() from (the XS stack is small on the ESP32), and messages sent in one turn together.
+	 */
+	private _flushLater(): void {
+		if (this._flushQueued) return;
+		this._flushQueued = true;
+		Promise.resolve().then(() => {
+			this._flushQueued = false;
+			this._flush();
+		});
+	}
+
+	private _flush(): void {
+		const gen = this._gen;
 		for (;;) {
-			const session = this.#session;
-			if (this.#state !== "ready" || this.#gen !== gen || !session) return;
-			if (this.#outbox.inFlight >= this.#maxInFlight) return;
-			const entry = this.#outbox.nextUnsent();
+			const session = this._session;
+			if (this._state !== "ready" || this._gen !== gen || !session) return;
+			if (this._outbox.inFlight >= this._maxInFlight) return;
+			const entry = this._outbox.nextUnsent();
 			if (!entry) return;
 			entry.inFlight = gen;
 			entry.sends++;
-			if (entry.sends === 1) this.#stats.sent++;
-			else this.#stats.resent++;
+			if (entry.sends === 1) this._stats.sent++;
+			else this._stats.resent++;
 			let publishing: Promise<void>;
 			try {
-				publishing = session.publish(telemetryTopic(this.#deviceId, entry.bag), entry.payload, {qos: 1});
+				publishing = session.publish(telemetryTopic(this._deviceId, entry.bag), entry.payload, {qos: 1});
 			}
 			catch (error) {
 				publishing = Promise.reject(error);
 			}
-			publishing.then(() => this.#acked(entry), error => this.#publishFailed(entry, gen, session, error));
+			publishing.then(() => this._acked(entry), error => this._publishFailed(entry, gen, session, error));
 		}
 	}
 
-	#acked(entry: OutboxEntry): void {
+	private _acked(entry: OutboxEntry): void {
 		// A PUBACK from a connection that has since ended still proves delivery.
-		if (!this.#outbox.remove(entry)) return;
-		this.#stats.acked++;
+		if (!this._outbox.remove(entry)) return;
+		this._stats.acked++;
 		entry.resolve({messageId: entry.messageId});
-		this.#flush();
+		this._flush();
 	}
 
-	#publishFailed(entry: OutboxEntry, gen: number, session: MqttSession, error: unknown): void {
-		if (!this.#outbox.has(entry) || entry.inFlight !== gen) return; // requeued by the close path, or acknowledged
+	private _publishFailed(entry: OutboxEntry, gen: number, session: MqttSession, error: unknown): void {
+		if (!this._outbox.has(entry) || entry.inFlight !== gen) return; // requeued by the close path, or acknowledged
 		entry.inFlight = 0;
 		const code = error instanceof AzureIoTError ? error.code : undefined;
 		if (code === "mqtt.tooLarge" || code === "config") {
 			// Sending it again cannot succeed: refuse it visibly rather than block the queue.
-			this.#outbox.remove(entry);
-			entry.reject(this.#classify(error));
-			this.#flush();
+			this._outbox.remove(entry);
+			entry.reject(this._classify(error));
+			this._flush();
 			return;
 		}
 		// Anything else on a connection we still think is up (PUBACK timeout): the link is dead.
-		if (gen === this.#gen && this.#state === "ready") this.#drop(gen, error, session);
+		if (gen === this._gen && this._state === "ready") this._drop(gen, error, session);
 	}
 
-	#uuid(): string {
+	private _uuid(): string {
 		let hex = "";
 		for (let i = 0; i < 16; i++) {
-			let byte = Math.floor(this.#host.random() * 256) & 255;
+			let byte = Math.floor(this._host.random() * 256) & 255;
 			if (i === 6) byte = (byte & 0x0f) | 0x40;
 			if (i === 8) byte = (byte & 0x3f) | 0x80;
 			hex += (byte < 16 ? "0" : "") + byte.toString(16);
@@ -669,27 +683,27 @@ export class HubClient {
 
 	// --- twin ---
 
-	#twinRequest(topicFor: (rid: string) => string, payload: Uint8Array, retry: boolean): Promise<TwinReply> {
-		if (this.#state === "closed") return Promise.reject(this.#closedError());
-		const rid = String(++this.#rid);
+	private _twinRequest(topicFor: (rid: string) => string, payload: Uint8Array, retry: boolean): Promise<TwinReply> {
+		if (this._state === "closed") return Promise.reject(this._closedError());
+		const rid = String(++this._rid);
 		return new Promise<TwinReply>((resolve, reject) => {
 			const op: TwinOp = {topic: topicFor(rid), payload, retry, sentGen: 0, timer: undefined, resolve, reject};
-			op.timer = this.#host.setTimer(() => {
-				if (this.#twinOps.get(rid) !== op) return;
-				this.#twinOps.delete(rid);
+			op.timer = this._host.setTimer(() => {
+				if (this._twinOps.get(rid) !== op) return;
+				this._twinOps.delete(rid);
 				reject(new AzureIoTError("mqtt.timeout",
-					`No twin reply from ${this.#hubName} within ${this.#opTimeout} ms${this.#state === "ready" ? "" : " (not connected)"}. Try again; raise operationTimeoutMs on slow links`,
+					`No twin reply from ${this._hubName} within ${this._opTimeout} ms${this._state === "ready" ? "" : " (not connected)"}. Try again; raise operationTimeoutMs on slow links`,
 					{retriable: true}));
-			}, this.#opTimeout);
-			this.#twinOps.set(rid, op);
-			if (this.#state === "ready") this.#sendTwinOp(op);
+			}, this._opTimeout);
+			this._twinOps.set(rid, op);
+			if (this._state === "ready") this._sendTwinOp(op);
 		});
 	}
 
-	#sendTwinOp(op: TwinOp): void {
-		const session = this.#session;
-		const gen = this.#gen;
-		if (!session || this.#state !== "ready") return;
+	private _sendTwinOp(op: TwinOp): void {
+		const session = this._session;
+		const gen = this._gen;
+		if (!session || this._state !== "ready") return;
 		op.sentGen = gen;
 		let publishing: Promise<void>;
 		try {
@@ -699,38 +713,38 @@ export class HubClient {
 			publishing = Promise.reject(error);
 		}
 		publishing.catch(error => {
-			const entry = [...this.#twinOps].find(([, o]) => o === op);
+			const entry = [...this._twinOps].find(([, o]) => o === op);
 			if (!entry) return;
 			if (error instanceof AzureIoTError && (error.code === "mqtt.tooLarge" || error.code === "config")) {
-				this.#twinOps.delete(entry[0]);
-				this.#host.clearTimer(op.timer);
-				op.reject(this.#classify(error));
+				this._twinOps.delete(entry[0]);
+				this._host.clearTimer(op.timer);
+				op.reject(this._classify(error));
 			}
 			else if (op.sentGen === gen) op.sentGen = 0; // sent again after the reconnect
 		});
 	}
 
-	#onTwinReply(message: MqttMessage): void {
+	private _onTwinReply(message: MqttMessage): void {
 		const reply = parseTwinResponse(message.topic);
 		if (!reply) {
-			this.#error(new AzureIoTError("hub.badReply", `Ignored a twin reply on an unexpected topic: ${clip(message.topic, 100)}`, {retriable: true}));
+			this._error(new AzureIoTError("hub.badReply", `Ignored a twin reply on an unexpected topic: ${clip(message.topic, 100)}`, {retriable: true}));
 			return;
 		}
-		const op = this.#twinOps.get(reply.rid);
+		const op = this._twinOps.get(reply.rid);
 		if (!op) return; // timed out already, or the reply to a request of an earlier run
-		this.#twinOps.delete(reply.rid);
-		this.#host.clearTimer(op.timer);
+		this._twinOps.delete(reply.rid);
+		this._host.clearTimer(op.timer);
 		if (reply.status >= 300 || reply.status < 200) {
 			const text = clip(utf8Decode(message.payload));
 			op.reject(new AzureIoTError("hub.rejected",
-				`The hub answered the twin request with status ${reply.status}${text ? ": " + this.#scrub(text) : ""}${reply.status === 429 ? ". Throttled: send twin updates less often" : ""}`,
+				`The hub answered the twin request with status ${reply.status}${text ? ": " + this._scrub(text) : ""}${reply.status === 429 ? ". Throttled: send twin updates less often" : ""}`,
 				{status: reply.status, retriable: reply.status === 429 || reply.status >= 500}));
 			return;
 		}
 		op.resolve({status: reply.status, version: reply.version, body: message.payload});
 	}
 
-	#parseTwin(reply: TwinReply): Twin {
+	private _parseTwin(reply: TwinReply): Twin {
 		let doc: unknown;
 		try {
 			doc = JSON.parse(utf8Decode(reply.body));
@@ -744,40 +758,40 @@ export class HubClient {
 	}
 
 	/** The read after each connect: delivers the full desired document if it changed while we were away. */
-	#readTwin(gen: number): void {
-		this.#twinRequest(twinGetTopic, new Uint8Array(0), false)
-			.then(reply => this.#parseTwin(reply))
+	private _readTwin(gen: number): void {
+		this._twinRequest(twinGetTopic, new Uint8Array(0), false)
+			.then(reply => this._parseTwin(reply))
 			.then(twin => {
-				if (gen !== this.#gen || this.#state === "closed") return;
-				this.#twinBackoff.reset();
+				if (gen !== this._gen || this._state === "closed") return;
+				this._twinBackoff.reset();
 				const version = twin.desired.$version;
-				if (typeof version === "number" && version !== this.#desiredVersion) {
-					this.#desiredVersion = version;
+				if (typeof version === "number" && version !== this._desiredVersion) {
+					this._desiredVersion = version;
 					const onDesired = this.#options.onDesired;
-					if (onDesired) this.#emit("onDesired", () => onDesired(twin.desired, version));
+					if (onDesired) this._emit("onDesired", () => onDesired(twin.desired, version));
 				}
-				this.#resolveOpen();
+				this._resolveOpen();
 			}, (error: AzureIoTError) => {
-				if (gen !== this.#gen || this.#state !== "ready") return; // the next connection reads again
-				this.#error(error);
-				this.#resolveOpen();
-				if (gen !== this.#gen || this.#state !== "ready") return;
-				this.#host.clearTimer(this.#twinRetryTimer);
-				this.#twinRetryTimer = this.#host.setTimer(() => {
-					this.#twinRetryTimer = undefined;
-					if (gen === this.#gen && this.#state === "ready") this.#readTwin(gen);
-				}, this.#twinBackoff.next());
+				if (gen !== this._gen || this._state !== "ready") return; // the next connection reads again
+				this._error(error);
+				this._resolveOpen();
+				if (gen !== this._gen || this._state !== "ready") return;
+				this._host.clearTimer(this._twinRetryTimer);
+				this._twinRetryTimer = this._host.setTimer(() => {
+					this._twinRetryTimer = undefined;
+					if (gen === this._gen && this._state === "ready") this._readTwin(gen);
+				}, this._twinBackoff.next());
 			});
 	}
 
-	#resolveOpen(): void {
-		this.#opened = true;
-		const waiter = this.#openWaiter;
-		this.#openWaiter = undefined;
+	private _resolveOpen(): void {
+		this._opened = true;
+		const waiter = this._openWaiter;
+		this._openWaiter = undefined;
 		waiter?.resolve();
 	}
 
-	#onDesiredPatch(message: MqttMessage): void {
+	private _onDesiredPatch(message: MqttMessage): void {
 		let patch: unknown;
 		try {
 			patch = JSON.parse(utf8Decode(message.payload));
@@ -786,37 +800,37 @@ export class HubClient {
 			patch = undefined;
 		}
 		if (!isRecord(patch)) {
-			this.#error(new AzureIoTError("hub.badReply", "Ignored a desired-properties update that is not a JSON object", {retriable: true}));
+			this._error(new AzureIoTError("hub.badReply", "Ignored a desired-properties update that is not a JSON object", {retriable: true}));
 			return;
 		}
 		const version = desiredPatchVersion(message.topic) ?? (typeof patch.$version === "number" ? patch.$version : undefined);
 		if (version === undefined) {
-			this.#error(new AzureIoTError("hub.badReply", "Ignored a desired-properties update without a $version", {retriable: true}));
+			this._error(new AzureIoTError("hub.badReply", "Ignored a desired-properties update without a $version", {retriable: true}));
 			return;
 		}
 		// Already delivered through the twin read of this connection.
-		if (this.#desiredVersion !== undefined && version <= this.#desiredVersion) return;
-		this.#desiredVersion = version;
+		if (this._desiredVersion !== undefined && version <= this._desiredVersion) return;
+		this._desiredVersion = version;
 		const onDesired = this.#options.onDesired;
-		if (onDesired) this.#emit("onDesired", () => onDesired(patch, version));
+		if (onDesired) this._emit("onDesired", () => onDesired(patch, version));
 	}
 
 	// --- incoming ---
 
-	#onSessionMessage(gen: number, message: MqttMessage): void | Promise<void> {
-		if (gen !== this.#gen || this.#state === "closed") return;
+	private _onSessionMessage(gen: number, message: MqttMessage): void | Promise<void> {
+		if (gen !== this._gen || this._state === "closed") return;
 		const topic = message.topic;
-		if (topic.startsWith("$iothub/twin/res/")) this.#onTwinReply(message);
-		else if (isDesiredPatch(topic)) this.#onDesiredPatch(message);
-		else if (topic.startsWith("$iothub/methods/POST/")) this.#onMethod(gen, message);
+		if (topic.startsWith("$iothub/twin/res/")) this._onTwinReply(message);
+		else if (isDesiredPatch(topic)) this._onDesiredPatch(message);
+		else if (topic.startsWith("$iothub/methods/POST/")) this._onMethod(gen, message);
 		else {
-			const bag = c2dBag(topic, this.#deviceId);
-			if (bag !== undefined) return this.#onCloudMessage(bag, message);
-			this.#log(`ignored a message on ${clip(topic, 100)}`);
+			const bag = c2dBag(topic, this._deviceId);
+			if (bag !== undefined) return this._onCloudMessage(bag, message);
+			this._log(`ignored a message on ${clip(topic, 100)}`);
 		}
 	}
 
-	#onCloudMessage(bag: string, message: MqttMessage): void | Promise<void> {
+	private _onCloudMessage(bag: string, message: MqttMessage): void | Promise<void> {
 		const handler = this.#options.onMessage;
 		if (!handler) return; // completed: no one asked for cloud-to-device messages
 		const {properties, systemProperties} = parsePropertyBag(bag);
@@ -828,7 +842,7 @@ export class HubClient {
 			systemProperties: Object.freeze(systemProperties),
 			topic: message.topic,
 		});
-		const failed = (error: unknown) => this.#log(`onMessage failed: ${this.#scrub(error instanceof Error ? error.message : String(error))}`);
+		const failed = (error: unknown) => this._log(`onMessage failed: ${this._scrub(error instanceof Error ? error.message : String(error))}`);
 		try {
 			const result = handler(cloudMessage);
 			if (result && typeof (result as Promise<void>).then === "function") return (result as Promise<void>).then(undefined, failed);
@@ -838,16 +852,16 @@ export class HubClient {
 		}
 	}
 
-	#onMethod(gen: number, message: MqttMessage): void {
+	private _onMethod(gen: number, message: MqttMessage): void {
 		const request = parseMethodTopic(message.topic);
 		if (!request) {
-			this.#error(new AzureIoTError("hub.badReply", `Ignored a direct method request on an unexpected topic: ${clip(message.topic, 100)}`, {retriable: true}));
+			this._error(new AzureIoTError("hub.badReply", `Ignored a direct method request on an unexpected topic: ${clip(message.topic, 100)}`, {retriable: true}));
 			return;
 		}
 		const {name, rid} = request;
 		const respond = (status: number, payload: unknown) => {
-			const session = this.#session;
-			if (gen !== this.#gen || !session) return; // that connection is gone: the caller times out
+			const session = this._session;
+			if (gen !== this._gen || !session) return; // that connection is gone: the caller times out
 			let body: string;
 			try {
 				body = JSON.stringify(payload === undefined ? null : payload);
@@ -888,33 +902,33 @@ export class HubClient {
 			}, (error: unknown) => {
 				// The message only, never the stack: it goes to whoever called the method.
 				const detail = error instanceof Error ? error.message : String(error);
-				respond(500, {message: `Method ${name} failed: ${clip(this.#scrub(detail))}`});
+				respond(500, {message: `Method ${name} failed: ${clip(this._scrub(detail))}`});
 			});
 	}
 
 	// --- reporting ---
 
-	#emit(name: string, call: () => void): void {
+	private _emit(name: string, call: () => void): void {
 		try {
 			call();
 		}
 		catch (error) {
-			this.#log(`${name} threw: ${this.#scrub(error instanceof Error ? error.message : String(error))}`);
+			this._log(`${name} threw: ${this._scrub(error instanceof Error ? error.message : String(error))}`);
 		}
 	}
 
-	#error(error: AzureIoTError): void {
-		this.#log(`${error.code}: ${error.message}`);
-		this.#emit("onError", () => this.#options.onError?.(error));
+	private _error(error: AzureIoTError): void {
+		this._log(`${error.code}: ${error.message}`);
+		this._emit("onError", () => this.#options.onError?.(error));
 	}
 
-	#closedError(): AzureIoTError {
+	private _closedError(): AzureIoTError {
 		return new AzureIoTError("hub.closed", "The hub client was closed. Create a new HubClient to connect again");
 	}
 
-	#log(line: string): void {
+	private _log(line: string): void {
 		try {
-			this.#host.log?.(`hub: ${line}`);
+			this._host.log?.(`hub: ${line}`);
 		}
 		catch {
 			// logging must never break the client

@@ -23,6 +23,7 @@ import {Device} from "./device/app.js";
 import {validateDeviceConfig} from "./device/config.js";
 import {AzureIoTError} from "./errors.js";
 import {createModdableHost, errorText} from "../hosts/moddable/host.js";
+import {PreferenceStorage} from "../hosts/moddable/storage.js";
 import {emit, loadRoots, print} from "../hosts/moddable/platform.js";
 import {createBoard} from "board";
 
@@ -79,7 +80,7 @@ function start(): void {
 		catch (e) {
 			throw new AzureIoTError("config", errorText(e));
 		}
-		const host = createModdableHost({storageDomain: DOMAIN, log, random: board.random});
+		const host = createModdableHost({storage: new PreferenceStorage(DOMAIN, log), log, random: board.random});
 		device = new Device({
 			platform: {
 				host,

@@ -24,7 +24,7 @@ export interface OutboxEntry {
 
 export class Outbox {
 	readonly limit: number;
-	#entries: OutboxEntry[] = [];
+	private _entries: OutboxEntry[] = [];
 
 	constructor(limit: number) {
 		if (!Number.isInteger(limit) || limit < 1) throw new RangeError("queueLimit must be an integer of at least 1");
@@ -32,49 +32,49 @@ export class Outbox {
 	}
 
 	get length(): number {
-		return this.#entries.length;
+		return this._entries.length;
 	}
 
 	get inFlight(): number {
 		let n = 0;
-		for (const e of this.#entries) if (e.inFlight) n++;
+		for (const e of this._entries) if (e.inFlight) n++;
 		return n;
 	}
 
 	/** False when full: the caller must refuse the message (reject-new policy). */
 	accept(entry: OutboxEntry): boolean {
-		if (this.#entries.length >= this.limit) return false;
-		this.#entries.push(entry);
+		if (this._entries.length >= this.limit) return false;
+		this._entries.push(entry);
 		return true;
 	}
 
 	/** The oldest entry not in flight. */
 	nextUnsent(): OutboxEntry | undefined {
-		return this.#entries.find(e => !e.inFlight);
+		return this._entries.find(e => !e.inFlight);
 	}
 
 	has(entry: OutboxEntry): boolean {
-		return this.#entries.includes(entry);
+		return this._entries.includes(entry);
 	}
 
 	/** Removes an acknowledged (or finally refused) entry; false if it was already gone. */
 	remove(entry: OutboxEntry): boolean {
-		const i = this.#entries.indexOf(entry);
+		const i = this._entries.indexOf(entry);
 		if (i < 0) return false;
-		this.#entries.splice(i, 1);
+		this._entries.splice(i, 1);
 		return true;
 	}
 
 	/** Puts everything in flight on `generation` (all, if omitted) back to unsent, in place. */
 	requeue(generation?: number): void {
-		for (const e of this.#entries)
+		for (const e of this._entries)
 			if (e.inFlight && (generation === undefined || e.inFlight === generation)) e.inFlight = 0;
 	}
 
 	/** Empties the queue and returns what was in it (close()). */
 	drain(): OutboxEntry[] {
-		const entries = this.#entries;
-		this.#entries = [];
+		const entries = this._entries;
+		this._entries = [];
 		return entries;
 	}
 }

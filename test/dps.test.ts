@@ -85,7 +85,8 @@ test("register: CONNECT fields, 202, poll after retry-after, 200 with every fiel
 	t.like(result, {...assigned.registrationState, operationId: "op-1"});
 	t.deepEqual(result.payload, {a: 1});
 	t.deepEqual(client.counts, {register: 1, poll: 1, connects: 1});
-	await settle();
+	// Gone before register() resolved: the hub's TLS session never overlaps DPS's.
+	t.deepEqual(session.unsubscribes, [["$dps/registrations/res/#"]]);
 	t.is(session.ended, "disconnect");
 });
 

@@ -216,6 +216,25 @@ test("QoS 1 publish resolves on PUBACK only; QoS 0 once written; in-flight ids a
 	await bigDone;
 });
 
+test("disconnect() right after unsubscribe() and a QoS 0 publish: both go first, in order, then DISCONNECT, then the close", async t => {
+	const s = await scripted(t);
+	const h = open(t, s.port);
+	const peer = await s.peer();
+	await peer.accept();
+	await h.connected.next("onConnect");
+	const un = h.client.unsubscribe(["a/#"]);
+	const sent = h.client.publish("last", "words");
+	h.client.disconnect();
+	t.false(h.client.connected);
+	t.deepEqual((await peer.expect("unsubscribe")).unsubscriptions, ["a/#"]);
+	t.like(await peer.expect("publish"), {topic: "last", qos: 0});
+	await peer.expect("disconnect");
+	await within(peer.closed, 8000, "the close");
+	await sent;
+	t.is((await rejection(un, "unsubscribe without UNSUBACK")).code, "mqtt.closed");
+	t.is(h.closed.items.length, 0, "onClose is for ends this side did not ask for");
+});
+
 test("SUBSCRIBE resolves with the granted QoS; 0x80 rejects mqtt.refused and the session stays up; UNSUBSCRIBE resolves on UNSUBACK", async t => {
 	const s = await scripted(t);
 	const h = open(t, s.port);
@@ -542,13 +561,6 @@ function fakeHost(options: {connectSync?: "open" | "fail"} = {}) {
 		get handlers() { return handlers; },
 		get closed() { return closed; },
 		set onWrite(f: typeof onWrite) { onWrite = f; },
-		/** Runs the zero-delay timers (deferred work), as an event loop would. */
-		runImmediate() {
-			for (let again = true; again;) {
-				again = false;
-				for (const timer of [...timers]) if (timer.ms === 0 && timers.delete(timer)) { timer.callback(); again = true; }
-			}
-		},
 		sent(): mqttPacket.Packet[] {
 			const parser = mqttPacket.parser({protocolVersion: 4});
 			const out: mqttPacket.Packet[] = [];
@@ -562,10 +574,14 @@ function fakeHost(options: {connectSync?: "open" | "fail"} = {}) {
 
 const fakeServer = {host: "fake", port: 8883, roots: [new Uint8Array(1)]};
 
+/** Lets the client's read and write jobs (promise jobs) run, as the host's event loop would. */
+const jobs = () => new Promise<void>(resolve => setImmediate(resolve));
+
 test("re-entrant host: answers delivered from inside write() are handled after it, and never split a packet being written", async t => {
 	const fake = fakeHost();
 	const messages: MqttMessage[] = [];
 	const client = new MqttClient({host: fake.host, server: fakeServer, clientId: "r", onMessage: m => { messages.push(m); }});
+	await jobs(); // the connection opens in a job of its own
 	let writes = 0;
 	fake.onWrite = (bytes, h) => {
 		writes++;
@@ -579,12 +595,11 @@ test("re-entrant host: answers delivered from inside write() are handled after i
 		}
 	};
 	fake.handlers.onConnect();
-	fake.runImmediate();
+	await jobs();
 	t.true(client.connected);
 	const done = client.publish("out", new Uint8Array(5000).fill(7), {qos: 1});
-	fake.runImmediate();
 	await done;
-	await new Promise(r => setImmediate(r));
+	await jobs();
 	t.is(messages.length, 1);
 	const sent = fake.sent();
 	t.deepEqual(sent.map(p => p.cmd), ["connect", "publish", "puback"], "the stream parses: nothing was written inside the PUBLISH");
@@ -593,9 +608,11 @@ test("re-entrant host: answers delivered from inside write() are handled after i
 	client.close();
 });
 
-test("re-entrant host: onConnect or onClose from inside connect() are handled; onClose never runs inside the constructor", t => {
+test("re-entrant host: onConnect or onClose from inside connect() are handled; onClose never runs inside the constructor", async t => {
 	const open = fakeHost({connectSync: "open"});
 	const a = new MqttClient({host: open.host, server: fakeServer, clientId: "a"});
+	t.is(open.written.length, 0, "nothing is written inside the constructor");
+	await jobs();
 	t.like(open.sent()[0], {cmd: "connect", clientId: "a"});
 	a.close();
 
@@ -603,7 +620,7 @@ test("re-entrant host: onConnect or onClose from inside connect() are handled; o
 	const closes: AzureIoTError[] = [];
 	const b = new MqttClient({host: failing.host, server: fakeServer, clientId: "b", onClose: e => closes.push(e)});
 	t.is(closes.length, 0);
-	failing.runImmediate();
+	await jobs();
 	t.is(closes.length, 1);
 	t.is(closes[0].code, "network");
 	t.false(b.connected);
@@ -612,8 +629,10 @@ test("re-entrant host: onConnect or onClose from inside connect() are handled; o
 test("packet ids run 1..65535, wrap, and skip one still in flight", async t => {
 	const fake = fakeHost();
 	const client = new MqttClient({host: fake.host, server: fakeServer, clientId: "ids"});
+	await jobs();
 	fake.handlers.onConnect();
 	fake.handlers.onData(generate({cmd: "connack", returnCode: 0, sessionPresent: false}));
+	await jobs();
 	const ids: number[] = [];
 	const parser = mqttPacket.parser({protocolVersion: 4});
 	parser.on("packet", p => { if (p.cmd === "publish") ids.push(p.messageId!); });
@@ -621,10 +640,13 @@ test("packet ids run 1..65535, wrap, and skip one still in flight", async t => {
 	const held = client.publish("t", "held", {qos: 1}); // id 1, never acknowledged until the end
 	for (let i = 0; i < 65534; i++) {
 		const p = client.publish("t", "", {qos: 1});
+		await null; // the write job runs first
 		fake.handlers.onData(generate({cmd: "puback", messageId: ids[ids.length - 1]}));
 		await p;
+		if (i % 1024 === 0) await jobs(); // all promise jobs otherwise: let the other tests' I/O and timers in
 	}
 	const next = client.publish("t", "after wrap", {qos: 1});
+	await null;
 	t.is(ids[0], 1);
 	t.is(ids[65534], 65535);
 	t.is(ids[65535], 2, "wrapped past 65535 and skipped 1, still in flight");

@@ -10,12 +10,14 @@
  * never globally (CertificateManager.register would pile up across connections, so a test root
  * could outlive the connection that asked for it). The manifest ships no caN.der store files, so
  * the SDK's built-in index (ca.ski) can match nothing: only the given roots anchor a chain.
+ *
+ * This module is preloaded (built at build time, kept in flash), so it must not read anything of the
+ * device when it loads: Preference lives in ./storage, which is not.
  */
 import SecureSocket from "securesocket";
 import Timer from "timer";
 import {Digest} from "crypt";
 import HMAC from "hmac";
-import Preference from "preference";
 import type {Connection, ConnectionHandlers, ConnectOptions, Host, HostError, Storage, TimerHandle} from "../../src/host.js";
 
 // Socket callback messages (modules/network/socket/socket.js).
@@ -101,24 +103,24 @@ class PinnedSecureSocket extends SecureSocketBase {
 }
 
 class ModdableConnection implements Connection {
-	#socket: PinnedSecureSocket | undefined;
-	#handlers: ConnectionHandlers;
-	#options: ConnectOptions;
-	#queue: Uint8Array[] = [];
-	#established = false;
-	/** onConnect has been delivered: data before that waits in #early. */
-	#ready = false;
-	#early: Uint8Array[] = [];
-	#closed = false;
-	#log: ((line: string) => void) | undefined;
+	private _socket: PinnedSecureSocket | undefined;
+	private _handlers: ConnectionHandlers;
+	private _options: ConnectOptions;
+	private _queue: Uint8Array[] = [];
+	private _established = false;
+	/** onConnect has been delivered: data before that waits in _early. */
+	private _ready = false;
+	private _early: Uint8Array[] = [];
+	private _closed = false;
+	private _log: ((line: string) => void) | undefined;
 
 	constructor(options: ConnectOptions, handlers: ConnectionHandlers, log: ((line: string) => void) | undefined) {
-		this.#handlers = handlers;
-		this.#options = options;
-		this.#log = log;
+		this._handlers = handlers;
+		this._options = options;
+		this._log = log;
 		if (!options.roots.length) throw new Error("no trusted roots given: refusing to connect without a pinned root");
 		try {
-			this.#socket = new PinnedSecureSocket({
+			this._socket = new PinnedSecureSocket({
 				host: options.host,
 				port: options.port,
 				// MQTT sends small packets and waits for the reply (PUBACK, SUBACK): Nagle's algorithm
@@ -134,24 +136,24 @@ class ModdableConnection implements Connection {
 			// Reported like any other failure (the contract: onClose, never a throw from connect), but
 			// not from inside connect(): the caller has not got the Connection yet.
 			const error: HostError = {kind: "tls", message: `cannot set up TLS for ${options.host}: ${errorText(e)}. Check the clock and the pinned roots`};
-			Timer.set(() => this.#report(error));
+			Timer.set(() => this._report(error));
 			return;
 		}
-		this.#socket.callback = (message, value) => this.#onSocket(message, value ?? 0);
+		this._socket.callback = (message, value) => this._onSocket(message, value ?? 0);
 	}
 
 	write(bytes: Uint8Array): void {
-		if (this.#closed || !this.#socket) throw new Error("connection closed");
-		if (bytes.length) this.#queue.push(bytes);
-		if (this.#established) this.#flush();
+		if (this._closed || !this._socket) throw new Error("connection closed");
+		if (bytes.length) this._queue.push(bytes);
+		if (this._established) this._flush();
 	}
 
 	close(): void {
-		if (this.#closed) return;
-		this.#closed = true;
-		this.#queue = [];
-		const socket = this.#socket;
-		this.#socket = undefined;
+		if (this._closed) return;
+		this._closed = true;
+		this._queue = [];
+		const socket = this._socket;
+		this._socket = undefined;
 		try {
 			socket?.close();
 		}
@@ -160,78 +162,78 @@ class ModdableConnection implements Connection {
 		}
 	}
 
-	#onSocket(message: number, value: number): void {
-		if (this.#closed) return;
+	private _onSocket(message: number, value: number): void {
+		if (this._closed) return;
 		// Anything thrown in here would be swallowed by SecureSocket and turned into socket error -2:
 		// catch it so that the reason is reported instead of lost.
 		try {
 			switch (message) {
 				case CONNECTED:
-					this.#established = true;
+					this._established = true;
 					// The handshake completes deep inside SecureSocket's record processing: let the
 					// core start its session (CONNECT, SAS, first writes) on a fresh stack instead.
 					Timer.set(() => {
-						if (this.#closed) return;
+						if (this._closed) return;
 						try {
-							this.#ready = true;
-							this.#handlers.onConnect();
-							for (const bytes of this.#early.splice(0)) if (!this.#closed) this.#handlers.onData(bytes);
-							this.#flush();
+							this._ready = true;
+							this._handlers.onConnect();
+							for (const bytes of this._early.splice(0)) if (!this._closed) this._handlers.onData(bytes);
+							this._flush();
 						}
 						catch (e) {
-							this.#fail(e);
+							this._fail(e);
 						}
 					});
 					break;
 				case READABLE: {
-					const socket = this.#socket;
+					const socket = this._socket;
 					if (!socket || value <= 0) break;
 					const data = socket.read(ArrayBuffer);
 					if (!data.byteLength) break;
-					if (this.#ready) this.#handlers.onData(new Uint8Array(data));
-					else this.#early.push(new Uint8Array(data));
+					if (this._ready) this._handlers.onData(new Uint8Array(data));
+					else this._early.push(new Uint8Array(data));
 				}
 					break;
 				case WRITABLE:
-					this.#flush();
+					this._flush();
 					break;
 				default:
-					if (message < 0) this.#report(this.#classify(message));
+					if (message < 0) this._report(this._classify(message));
 					break;
 			}
 		}
 		catch (e) {
-			this.#fail(e);
+			this._fail(e);
 		}
 	}
 
-	#fail(e: unknown): void {
+	private _fail(e: unknown): void {
 		const text = errorText(e);
-		this.#log?.(`connection handler threw: ${text}`);
-		this.#report({kind: "io", message: `connection to ${this.#options.host} closed after an internal error: ${text}`});
+		this._log?.(`connection handler threw: ${text}`);
+		this._report({kind: "io", message: `connection to ${this._options.host} closed after an internal error: ${text}`});
 	}
 
-	#flush(): void {
-		const socket = this.#socket;
-		while (socket && !this.#closed && this.#queue.length) {
+	private _flush(): void {
+		const socket = this._socket;
+		while (socket && !this._closed && this._queue.length) {
 			const available = socket.write();
 			if (available <= 0) return; // resumes on the next writable callback
-			const head = this.#queue[0];
+			const head = this._queue[0];
 			const size = Math.min(available, MAX_CHUNK, head.length);
 			socket.write(exactBuffer(size === head.length ? head : head.subarray(0, size)));
-			if (size === head.length) this.#queue.shift();
-			else this.#queue[0] = head.subarray(size);
+			if (size === head.length) this._queue.shift();
+			else this._queue[0] = head.subarray(size);
 		}
 	}
 
-	#classify(message: number): HostError {
-		const socket = this.#socket;
-		const where = `${this.#options.host}:${this.#options.port}`;
+	private _classify(message: number): HostError {
+		const socket = this._socket;
+		const where = `${this._options.host}:${this._options.port}`;
 		const why = socket?.failure;
 		// On Linux a refused connect() still shows as "connected"; the first write then fails.
 		if (!socket?.tcpUp || (!socket.received && why?.includes("write failed")))
 			return {kind: "refused", message: `cannot connect to ${where}: refused, unreachable or the name did not resolve`};
-		if (!this.#established) {
+		if (!this._established) {
 			if (!socket.received)
 				return message === DISCONNECTED
 					? {kind: "closed", message: `${where} closed the connection before the TLS handshake`}
@@ -243,69 +245,21 @@ class ModdableConnection implements Connection {
 		return {kind: "reset", message: `connection to ${where} was reset`};
 	}
 
-	#report(error: HostError): void {
-		if (this.#closed) return;
+	private _report(error: HostError): void {
+		if (this._closed) return;
 		this.close();
 		try {
-			this.#handlers.onClose(error);
+			this._handlers.onClose(error);
 		}
 		catch (e) {
-			this.#log?.(`onClose handler threw: ${errorText(e)}`);
+			this._log?.(`onClose handler threw: ${errorText(e)}`);
 		}
 	}
-}
-
-/** Preference (NVS on the ESP32) in one domain, with the ESP32's limits enforced everywhere. */
-class PreferenceStorage implements Storage {
-	readonly #domain: string;
-	readonly #log: ((line: string) => void) | undefined;
-
-	constructor(domain: string, log: ((line: string) => void) | undefined) {
-		checkName("domain", domain);
-		this.#domain = domain;
-		this.#log = log;
-	}
-
-	get(key: string): string | undefined {
-		checkName("key", key);
-		const value = Preference.get(this.#domain, key);
-		return typeof value === "string" ? value : undefined;
-	}
-
-	set(key: string, value: string): void {
-		checkName("key", key);
-		if (value.length > MAX_VALUE_CHARS) throw new Error(`storage value for ${key} is ${value.length} characters: at most ${MAX_VALUE_CHARS} fit in one NVS entry`);
-		try {
-			Preference.set(this.#domain, key, value);
-		}
-		catch (e) {
-			// The cache is an optimisation: a full NVS partition must not stop the device.
-			this.#log?.(`storage: cannot save ${key}: ${errorText(e)}`);
-		}
-	}
-
-	delete(key: string): void {
-		checkName("key", key);
-		try {
-			Preference.delete(this.#domain, key);
-		}
-		catch (e) {
-			this.#log?.(`storage: cannot delete ${key}: ${errorText(e)}`);
-		}
-	}
-}
-
-/** NVS: names of at most 15 characters; values up to 4000 bytes (UTF-8: stay well below in characters). */
-const MAX_NAME = 15;
-const MAX_VALUE_CHARS = 1300;
-
-function checkName(what: string, name: string): void {
-	if (!name || name.length > MAX_NAME) throw new Error(`storage ${what} "${name}" must be 1 to ${MAX_NAME} characters (ESP32 NVS limit)`);
 }
 
 export interface ModdableHostOptions {
-	/** Preference domain for Storage; default "azure". */
-	storageDomain?: string;
+	/** Persistent storage: hosts/moddable/storage's PreferenceStorage on the device. None: nothing is cached across boots. */
+	storage?: Storage;
 	/** Diagnostic lines; default trace(). */
 	log?: (line: string) => void;
 	/** Default Math.random: esp_random() on the ESP32, a hardware generator. */
@@ -335,7 +289,7 @@ export function createModdableHost(options: ModdableHostOptions = {}): Host {
 		hmacSha256(key: Uint8Array, message: Uint8Array): Uint8Array {
 			return new Uint8Array(new HMAC(new Digest("SHA256"), exactBuffer(key)).process(exactBuffer(message)));
 		},
-		storage: new PreferenceStorage(options.storageDomain ?? "azure", log),
+		storage: options.storage,
 		log,
 	});
 }

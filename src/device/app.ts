@@ -38,34 +38,34 @@ const REPROVISION_MIN_INTERVAL_MS = 10 * 60_000;
 const CLOCK_VALID_AFTER = Date.UTC(2024, 0, 1);
 
 export class Device {
-	readonly #platform: DevicePlatform;
+	private readonly _platform: DevicePlatform;
 	readonly #config: DeviceConfig;
-	#hub?: HubClient;
-	#assignment?: Assignment;
-	#intervalMs: number;
-	#telemetryTimer?: unknown;
-	#retryTimer?: unknown;
-	#offlineSince?: number;
-	#lastReprovision = -Infinity;
-	#seq = 0;
-	#bootCount = 0;
-	readonly #startedAt: number;
-	#stopped = false;
-	#provisioning = false;
+	private _hub?: HubClient;
+	private _assignment?: Assignment;
+	private _intervalMs: number;
+	private _telemetryTimer?: unknown;
+	private _retryTimer?: unknown;
+	private _offlineSince?: number;
+	private _lastReprovision = -Infinity;
+	private _seq = 0;
+	private _bootCount = 0;
+	private readonly _startedAt: number;
+	private _stopped = false;
+	private _provisioning = false;
 	/** The desired version last applied, once one has been. */
-	#desiredVersion?: number;
+	private _desiredVersion?: number;
 
 	constructor(options: {platform: DevicePlatform; config: DeviceConfig}) {
-		this.#platform = options.platform;
+		this._platform = options.platform;
 		this.#config = options.config;
-		this.#intervalMs = options.config.telemetry.intervalMs;
-		this.#startedAt = options.platform.host.now();
+		this._intervalMs = options.config.telemetry.intervalMs;
+		this._startedAt = options.platform.host.now();
 	}
 
-	get #host(): Host { return this.#platform.host; }
+	get #host(): Host { return this._platform.host; }
 
 	async start(): Promise<void> {
-		const p = this.#platform;
+		const p = this._platform;
 		try {
 			if (p.connectNetwork) {
 				await p.connectNetwork();
@@ -78,14 +78,14 @@ export class Device {
 			p.emit({event: "time.synced", time: new Date(this.#host.now()).toISOString()});
 		}
 		catch (e) {
-			this.#report(e);
-			this.#retryLater(() => this.start(), RETRY_AFTER_TRANSIENT_MS);
+			this._report(e);
+			this._retryLater(() => this.start(), RETRY_AFTER_TRANSIENT_MS);
 			return;
 		}
-		this.#bootCount = nextBootCount(this.#host.storage);
+		this._bootCount = nextBootCount(this.#host.storage);
 		const cached = loadAssignment(this.#host.storage, this.#config);
 		if (cached) {
-			this.#assignment = cached;
+			this._assignment = cached;
 			p.emit({event: "dps.cached", assignedHub: cached.assignedHub, deviceId: cached.deviceId});
 			await this.#connectHub();
 		}
@@ -93,20 +93,20 @@ export class Device {
 	}
 
 	async stop(): Promise<void> {
-		this.#stopped = true;
-		this.#host.clearTimer(this.#telemetryTimer);
-		this.#host.clearTimer(this.#retryTimer);
-		const hub = this.#hub;
-		this.#hub = undefined;
+		this._stopped = true;
+		this.#host.clearTimer(this._telemetryTimer);
+		this.#host.clearTimer(this._retryTimer);
+		const hub = this._hub;
+		this._hub = undefined;
 		await hub?.close();
 	}
 
 	/** Registers with DPS, then connects (or retargets the open hub client) to the assigned hub. */
 	async #provision(): Promise<void> {
-		if (this.#stopped || this.#provisioning) return;
-		this.#provisioning = true;
-		this.#lastReprovision = this.#host.now();
-		const p = this.#platform;
+		if (this._stopped || this._provisioning) return;
+		this._provisioning = true;
+		this._lastReprovision = this.#host.now();
+		const p = this._platform;
 		const c = this.#config;
 		p.emit({event: "dps.registering", registrationId: c.dps.registrationId, idScope: c.dps.idScope});
 		let result: RegistrationResult;
@@ -124,36 +124,36 @@ export class Device {
 			}).register();
 		}
 		catch (e) {
-			this.#provisioning = false;
+			this._provisioning = false;
 			const error = asError(e);
 			const detail = (error as AzureIoTError & {result?: RegistrationResult}).result;
 			p.emit({event: "dps.failed", code: error.code, message: error.message, status: detail?.status, errorCode: detail?.errorCode});
-			if (detail) this.#printResult(detail);
+			if (detail) this._printResult(detail);
 			const delay = error.retriable || error.code === "dps.timeout" || error.code === "network" || error.code === "dps.badReply" ? RETRY_AFTER_TRANSIENT_MS : RETRY_AFTER_TERMINAL_MS;
-			this.#retryLater(() => this.#provision(), delay);
+			this._retryLater(() => this.#provision(), delay);
 			return;
 		}
-		this.#provisioning = false;
-		this.#printResult(result);
+		this._provisioning = false;
+		this._printResult(result);
 		p.emit({
 			event: "dps.assigned",
 			assignedHub: result.assignedHub, deviceId: result.deviceId, status: result.status, substatus: result.substatus,
 			createdDateTimeUtc: result.createdDateTimeUtc, lastUpdatedDateTimeUtc: result.lastUpdatedDateTimeUtc, etag: result.etag,
 		});
-		this.#assignment = {assignedHub: result.assignedHub!, deviceId: result.deviceId!};
-		saveAssignment(this.#host.storage, this.#config, this.#assignment);
-		if (this.#hub) {
-			p.emit({event: "hub.connecting", hub: this.#assignment.assignedHub, deviceId: this.#assignment.deviceId});
-			this.#hub.retarget({hubName: this.#assignment.assignedHub, deviceId: this.#assignment.deviceId});
+		this._assignment = {assignedHub: result.assignedHub!, deviceId: result.deviceId!};
+		saveAssignment(this.#host.storage, this.#config, this._assignment);
+		if (this._hub) {
+			p.emit({event: "hub.connecting", hub: this._assignment.assignedHub, deviceId: this._assignment.deviceId});
+			this._hub.retarget({hubName: this._assignment.assignedHub, deviceId: this._assignment.deviceId});
 		}
 		else await this.#connectHub();
 	}
 
 	async #connectHub(): Promise<void> {
-		if (this.#stopped || !this.#assignment) return;
-		const p = this.#platform;
+		if (this._stopped || !this._assignment) return;
+		const p = this._platform;
 		const c = this.#config;
-		const a = this.#assignment;
+		const a = this._assignment;
 		p.emit({event: "hub.connecting", hub: a.assignedHub, deviceId: a.deviceId});
 		const hub = new HubClient({
 			host: this.#host,
@@ -165,27 +165,27 @@ export class Device {
 			modelId: c.dps.modelId,
 			queueLimit: c.telemetry.queueLimit,
 			onConnect: info => {
-				this.#offlineSince = undefined;
-				p.emit({event: "hub.connected", hub: this.#assignment?.assignedHub, deviceId: this.#assignment?.deviceId, reconnect: info.reconnect, sessionPresent: info.sessionPresent});
-				this.#reportState();
+				this._offlineSince = undefined;
+				p.emit({event: "hub.connected", hub: this._assignment?.assignedHub, deviceId: this._assignment?.deviceId, reconnect: info.reconnect, sessionPresent: info.sessionPresent});
+				this._reportState();
 			},
 			onDisconnect: (error, retryInMs) => {
-				this.#offlineSince ??= this.#host.now();
+				this._offlineSince ??= this.#host.now();
 				p.emit({event: "hub.disconnected", code: error.code, message: error.message, retryInMs});
-				if (this.#host.now() - this.#offlineSince > REPROVISION_AFTER_OFFLINE_MS && this.#canReprovision()) {
-					this.#offlineSince = this.#host.now();
-					this.#reprovision();
+				if (this.#host.now() - this._offlineSince > REPROVISION_AFTER_OFFLINE_MS && this._canReprovision()) {
+					this._offlineSince = this.#host.now();
+					this._reprovision();
 				}
 			},
 			onAuthFailure: error => {
 				p.emit({event: "error", code: error.code, message: error.message});
-				if (this.#canReprovision()) {
+				if (this._canReprovision()) {
 					clearAssignment(this.#host.storage);
-					this.#reprovision();
+					this._reprovision();
 				}
 			},
-			onDesired: (patch, version) => this.#onDesired(patch, version),
-			onMethod: request => this.#onMethod(request.name, request.payload),
+			onDesired: (patch, version) => this._onDesired(patch, version),
+			onMethod: request => this._onMethod(request.name, request.payload),
 			onMessage: m => p.emit({
 				event: "c2d.received",
 				messageId: m.systemProperties["$.mid"] ?? m.systemProperties["message-id"],
@@ -195,10 +195,10 @@ export class Device {
 			onQueueOverflow: dropped => p.emit({event: "error", code: "queue.full", message: `telemetry ${dropped.messageId} was not accepted: the outbound queue is full while the hub is unreachable`}),
 			onError: error => p.emit({event: "error", code: error.code, message: error.message}),
 		});
-		this.#hub = hub;
+		this._hub = hub;
 		// The application's clock does not wait for the hub: readings taken while the first connection
 		// is still being made (or has dropped) are queued and sent once it is up, or refused, and said so.
-		this.#scheduleTelemetry();
+		this._scheduleTelemetry();
 		try {
 			await hub.open();
 		}
@@ -207,34 +207,34 @@ export class Device {
 			// Refused credentials were already handled by onAuthFailure (re-provisioning, then retarget);
 			// for anything else the client keeps retrying with backoff on its own.
 			if (error.code !== "hub.unauthorized") p.emit({event: "error", code: error.code, message: error.message});
-			if (error.code === "config") this.#host.clearTimer(this.#telemetryTimer);
+			if (error.code === "config") this.#host.clearTimer(this._telemetryTimer);
 		}
 	}
 
 	/** Runs DPS again in the background; on the device an unhandled rejection would abort the VM. */
-	#reprovision(): void {
-		this.#provision().catch(e => this.#report(e));
+	private _reprovision(): void {
+		this.#provision().catch(e => this._report(e));
 	}
 
-	#canReprovision(): boolean {
-		return !this.#provisioning && this.#host.now() - this.#lastReprovision >= REPROVISION_MIN_INTERVAL_MS;
+	private _canReprovision(): boolean {
+		return !this._provisioning && this.#host.now() - this._lastReprovision >= REPROVISION_MIN_INTERVAL_MS;
 	}
 
-	#scheduleTelemetry(): void {
-		this.#host.clearTimer(this.#telemetryTimer);
-		if (this.#stopped) return;
-		this.#telemetryTimer = this.#host.setTimer(() => {
-			this.#sendTelemetry();
-			this.#scheduleTelemetry();
-		}, this.#intervalMs);
+	private _scheduleTelemetry(): void {
+		this.#host.clearTimer(this._telemetryTimer);
+		if (this._stopped) return;
+		this._telemetryTimer = this.#host.setTimer(() => {
+			this._sendTelemetry();
+			this._scheduleTelemetry();
+		}, this._intervalMs);
 	}
 
-	#sendTelemetry(): void {
-		const hub = this.#hub;
+	private _sendTelemetry(): void {
+		const hub = this._hub;
 		if (!hub) return;
-		const seq = ++this.#seq;
-		const body = {seq, uptimeMs: Math.round(this.#host.now() - this.#startedAt), bootCount: this.#bootCount, firmwareVersion: this.#config.firmwareVersion};
-		const p = this.#platform;
+		const seq = ++this._seq;
+		const body = {seq, uptimeMs: Math.round(this.#host.now() - this._startedAt), bootCount: this._bootCount, firmwareVersion: this.#config.firmwareVersion};
+		const p = this._platform;
 		hub.sendTelemetry(body, {properties: {seq: String(seq)}, contentType: "application/json", contentEncoding: "utf-8"}).then(
 			({messageId}) => p.emit({event: "telemetry.acked", seq, messageId}),
 			e => {
@@ -245,39 +245,39 @@ export class Device {
 		p.emit({event: "telemetry.sent", seq});
 	}
 
-	#reportState(): void {
-		this.#hub?.updateReported({
+	private _reportState(): void {
+		this._hub?.updateReported({
 			firmwareVersion: this.#config.firmwareVersion,
-			bootCount: this.#bootCount,
+			bootCount: this._bootCount,
 			// The writable property in IoT Plug and Play's shape from the start: until a desired value is
 			// applied, the interval in use is the configured default (ac 203, av 0).
-			...(this.#desiredVersion === undefined ? {telemetryIntervalMs: {value: this.#intervalMs, ac: 203, av: 0, ad: "default"}} : {}),
-		}).then(version => this.#platform.emit({event: "twin.reported", version}), e => this.#report(e));
+			...(this._desiredVersion === undefined ? {telemetryIntervalMs: {value: this._intervalMs, ac: 203, av: 0, ad: "default"}} : {}),
+		}).then(version => this._platform.emit({event: "twin.reported", version}), e => this._report(e));
 	}
 
-	#onDesired(patch: Record<string, unknown>, version: number): void {
-		const p = this.#platform;
+	private _onDesired(patch: Record<string, unknown>, version: number): void {
+		const p = this._platform;
 		p.emit({event: "twin.desired", version, keys: Object.keys(patch).filter(k => !k.startsWith("$"))});
 		if (!("telemetryIntervalMs" in patch)) return;
-		this.#desiredVersion = version;
+		this._desiredVersion = version;
 		const value = patch.telemetryIntervalMs;
 		const ok = typeof value === "number" && Number.isFinite(value) && value >= TELEMETRY_INTERVAL_MIN_MS && value <= TELEMETRY_INTERVAL_MAX_MS;
-		if (ok) this.#setInterval(value);
+		if (ok) this._setInterval(value);
 		// The IoT Plug and Play writable-property acknowledgement: value, status, desired version, description.
 		const ack = {telemetryIntervalMs: {
-			value: ok ? value : this.#intervalMs, ac: ok ? 200 : 400, av: version,
+			value: ok ? value : this._intervalMs, ac: ok ? 200 : 400, av: version,
 			ad: ok ? "applied" : `rejected: must be a number of ms from ${TELEMETRY_INTERVAL_MIN_MS} to ${TELEMETRY_INTERVAL_MAX_MS}`,
 		}};
-		this.#hub?.updateReported(ack).then(v => p.emit({event: "twin.reported", version: v, telemetryIntervalMs: ack.telemetryIntervalMs.value, ac: ack.telemetryIntervalMs.ac}), e => this.#report(e));
+		this._hub?.updateReported(ack).then(v => p.emit({event: "twin.reported", version: v, telemetryIntervalMs: ack.telemetryIntervalMs.value, ac: ack.telemetryIntervalMs.ac}), e => this._report(e));
 	}
 
-	#setInterval(ms: number): void {
-		this.#intervalMs = ms;
-		if (this.#hub) this.#scheduleTelemetry();
+	private _setInterval(ms: number): void {
+		this._intervalMs = ms;
+		if (this._hub) this._scheduleTelemetry();
 	}
 
-	#onMethod(name: string, payload: unknown): {status: number; payload?: unknown} {
-		const p = this.#platform;
+	private _onMethod(name: string, payload: unknown): {status: number; payload?: unknown} {
+		const p = this._platform;
 		let response: {status: number; payload?: unknown};
 		switch (name) {
 		case "reboot":
@@ -287,13 +287,13 @@ export class Device {
 		case "reprovision":
 			response = {status: 200, payload: {reprovisioning: true}};
 			clearAssignment(this.#host.storage);
-			this.#lastReprovision = -Infinity;
-			this.#host.setTimer(() => this.#reprovision(), 100);
+			this._lastReprovision = -Infinity;
+			this.#host.setTimer(() => this._reprovision(), 100);
 			break;
 		case "setTelemetryInterval": {
 			const ms = payload && typeof payload === "object" ? (payload as Record<string, unknown>).intervalMs : payload;
 			if (typeof ms === "number" && ms >= TELEMETRY_INTERVAL_MIN_MS && ms <= TELEMETRY_INTERVAL_MAX_MS) {
-				this.#setInterval(ms);
+				this._setInterval(ms);
 				response = {status: 200, payload: {intervalMs: ms}};
 			}
 			else response = {status: 400, payload: {error: `intervalMs must be a number from ${TELEMETRY_INTERVAL_MIN_MS} to ${TELEMETRY_INTERVAL_MAX_MS}`}};
@@ -307,8 +307,8 @@ export class Device {
 	}
 
 	/** The registration result as the original nanoFramework sample printed it. */
-	#printResult(r: RegistrationResult): void {
-		const print = this.#platform.print;
+	private _printResult(r: RegistrationResult): void {
+		const print = this._platform.print;
 		if (!print) return;
 		print("Registration result:");
 		print(`  Assigned hub:  ${r.assignedHub ?? ""}`);
@@ -322,16 +322,16 @@ export class Device {
 		print(`  Substatus:     ${r.substatus ?? ""}`);
 	}
 
-	#report(e: unknown): void {
+	private _report(e: unknown): void {
 		if (e === undefined) return;
 		const error = asError(e);
-		this.#platform.emit({event: "error", code: error.code, message: error.message});
+		this._platform.emit({event: "error", code: error.code, message: error.message});
 	}
 
-	#retryLater(action: () => Promise<void>, ms: number): void {
-		if (this.#stopped) return;
-		this.#host.clearTimer(this.#retryTimer);
-		this.#retryTimer = this.#host.setTimer(() => void action().catch(e => this.#report(e)), ms);
+	private _retryLater(action: () => Promise<void>, ms: number): void {
+		if (this._stopped) return;
+		this.#host.clearTimer(this._retryTimer);
+		this._retryTimer = this.#host.setTimer(() => void action().catch(e => this._report(e)), ms);
 	}
 }
 

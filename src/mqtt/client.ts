@@ -4,14 +4,18 @@
  * SDK's `mqtt` module ignores PUBACK, never acknowledges incoming QoS 1 and always starts a clean
  * session (see types.ts). Reconnecting is the caller's business: a session ends once, with onClose.
  *
- * Host callbacks may come re-entrantly (onData from inside write on some hosts), so incoming bytes
- * are only parsed outside writes, one packet at a time, and every step re-checks whether the session
- * is still open: user callbacks run synchronously and may close it.
+ * Reading and writing each run as a job of their own (a promise job, which XS runs from its main
+ * loop on a fresh stack), never inside one another: on the ESP32 the XS stack is what runs out
+ * first, and a packet handled inside the TLS read path that answers with a write through the TLS
+ * write path nested both (486 slots at the peak, the SDK's default stack is 384; BENCHMARKS.md).
+ * Writes asked for in one turn also leave in one TLS record. Incoming bytes are parsed one packet
+ * at a time, and every step re-checks whether the session is still open: user callbacks run
+ * synchronously and may close it.
  */
 import type {Connection, Host, HostError, TimerHandle} from "../host.js";
 import {AzureIoTError, configError} from "../errors.js";
 import {utf8Encode} from "../encoding.js";
-import {copy, DEFAULT_MAX_PACKET_BYTES, encodeConnect, encodeDisconnect, encodePingreq, encodePuback, encodePublish,
+import {DEFAULT_MAX_PACKET_BYTES, encodeConnect, encodeDisconnect, encodePingreq, encodePuback, encodePublish,
 	encodePublishHeader, encodeSubscribe, encodeUnsubscribe, packetSize, PacketParser} from "./codec.js";
 import type {ServerPacket} from "./codec.js";
 import type {MqttClientOptions, MqttMessage, MqttSession, PublishOptions, QoS, Subscription} from "./types.js";
@@ -20,6 +24,14 @@ const TLS = 0, CONNACK = 1, OPEN = 2, CLOSED = 3;
 
 /** Payloads above this are written after their header rather than copied into one packet. */
 const COPY_LIMIT = 1024;
+
+/** Packets queued in one turn are joined into one write (one TLS record) up to this many bytes. */
+const JOIN_LIMIT = 1024;
+
+/** Runs `job` as a promise job: after the current callback has returned, on a fresh stack. */
+function later(job: () => void): void {
+	Promise.resolve().then(job);
+}
 
 const CONNACK_MEANINGS = [
 	"accepted",
@@ -77,28 +89,35 @@ function positiveInteger(options: MqttClientOptions, name: keyof MqttClientOptio
 }
 
 export class MqttClient implements MqttSession {
-	#host: Host;
+	private _host: Host;
 	#options: MqttClientOptions;
-	#where: string;
-	#keepAliveMs: number;
-	#ackTimeoutMs: number;
-	#maxOutgoing: number;
-	#phase = TLS;
-	#conn: Connection | undefined;
+	private _where: string;
+	private _keepAliveMs: number;
+	private _ackTimeoutMs: number;
+	private _maxOutgoing: number;
+	private _phase = TLS;
+	private _conn: Connection | undefined;
 	#connectPacket: Uint8Array | undefined;
-	#tlsReady = false;
-	#parser: PacketParser;
-	#pending = new Map<number, Pending>();
-	#waiting: Waiting[] = [];
-	#incoming: IncomingAck[] = [];
-	#nextId = 1;
-	#connectTimer: TimerHandle | undefined;
-	#keepAliveTimer: TimerHandle | undefined;
-	#pingTimer: TimerHandle | undefined;
-	#drainTimer: TimerHandle | undefined;
-	#writing = false;
-	#draining = false;
-	#constructing = true;
+	private _tlsReady = false;
+	private _parser: PacketParser;
+	private _pending = new Map<number, Pending>();
+	private _waiting: Waiting[] = [];
+	private _incoming: IncomingAck[] = [];
+	private _nextId = 1;
+	private _connectTimer: TimerHandle | undefined;
+	private _keepAliveTimer: TimerHandle | undefined;
+	private _pingTimer: TimerHandle | undefined;
+	/** Packets waiting for the write job, and whom to tell once they are written. */
+	private _out: Uint8Array[] = [];
+	private _afterWrite: ((written: boolean) => void)[] = [];
+	private _writeQueued = false;
+	private _readQueued = false;
+	/** A close the host reported while received bytes were still waiting for the read job. */
+	private _closeAfterRead: HostError | undefined;
+	private _writing = false;
+	private _draining = false;
+	private readonly _writeJob = () => this._flush();
+	private readonly _readJob = () => this._drain();
 
 	constructor(options: MqttClientOptions) {
 		const host = options?.host;
@@ -116,58 +135,61 @@ export class MqttClient implements MqttSession {
 		const clean = options.clean ?? true;
 		if (!clean && !options.clientId)
 			throw configError("clientId", "empty with clean false", "MQTT 3.1.1 keeps a session only for a named client: give a client id");
-		this.#host = host;
+		this._host = host;
 		this.#options = options;
-		this.#where = `${server.host}:${server.port}`;
+		this._where = `${server.host}:${server.port}`;
 		const keepAlive = positiveInteger(options, "keepAliveSeconds", 60, 0, 65535);
-		this.#keepAliveMs = keepAlive * 1000;
+		this._keepAliveMs = keepAlive * 1000;
 		const connectTimeoutMs = positiveInteger(options, "connectTimeoutMs", 30000);
-		this.#ackTimeoutMs = positiveInteger(options, "ackTimeoutMs", 30000);
-		this.#maxOutgoing = positiveInteger(options, "maxOutgoingPacketBytes", DEFAULT_MAX_PACKET_BYTES, 2);
-		this.#parser = new PacketParser(positiveInteger(options, "maxIncomingPacketBytes", DEFAULT_MAX_PACKET_BYTES, 2));
+		this._ackTimeoutMs = positiveInteger(options, "ackTimeoutMs", 30000);
+		this._maxOutgoing = positiveInteger(options, "maxOutgoingPacketBytes", DEFAULT_MAX_PACKET_BYTES, 2);
+		this._parser = new PacketParser(positiveInteger(options, "maxIncomingPacketBytes", DEFAULT_MAX_PACKET_BYTES, 2));
 		this.#connectPacket = encodeConnect({
 			clientId: options.clientId, username: options.username, password: options.password, clean, keepAliveSeconds: keepAlive,
 		});
 
-		this.#connectTimer = host.setTimer(() => {
-			this.#connectTimer = undefined;
-			this.#fail(new AzureIoTError("mqtt.timeout", this.#phase === TLS
-				? `no TLS connection to ${this.#where} within ${connectTimeoutMs} ms. Check the host, the port and the network.`
-				: `no CONNACK from ${this.#where} within ${connectTimeoutMs} ms. Check that this port speaks MQTT 3.1.1.`, {retriable: true}));
+		this._connectTimer = host.setTimer(() => {
+			this._connectTimer = undefined;
+			this._fail(new AzureIoTError("mqtt.timeout", this._phase === TLS
+				? `no TLS connection to ${this._where} within ${connectTimeoutMs} ms. Check the host, the port and the network.`
+				: `no CONNACK from ${this._where} within ${connectTimeoutMs} ms. Check that this port speaks MQTT 3.1.1.`, {retriable: true}));
 		}, connectTimeoutMs);
+		// The connection opens in a job of its own: never inside the constructor (so onClose cannot
+		// run there), and on a fresh stack, since the TLS client's set-up (parsing the pinned roots)
+		// is deep and the constructor is often reached through several async frames.
+		later(() => this._open());
+	}
+
+	private _open(): void {
+		if (this._phase === CLOSED) return; // closed before the job ran
 		let conn: Connection;
 		try {
-			conn = host.connect(server, {
-				onConnect: () => this.#onTlsConnect(),
-				onData: bytes => this.#onData(bytes),
-				onClose: error => this.#onHostClose(error),
+			conn = this._host.connect(this.#options.server, {
+				onConnect: () => this._onTlsConnect(),
+				onData: bytes => this._onData(bytes),
+				onClose: error => this._onHostClose(error),
 			});
 		}
 		catch (e) {
-			this.#constructing = false;
-			// Reported later, as any other failure, so that onClose never runs inside the constructor.
-			const error = new AzureIoTError("network", `could not open a connection to ${this.#where}: ${e instanceof Error ? e.message : String(e)}.`, {retriable: true});
-			const timer = host.setTimer(() => this.#fail(error), 0);
-			this.#connectTimer = this.#swapTimer(this.#connectTimer, timer);
+			this._fail(new AzureIoTError("network", `could not open a connection to ${this._where}: ${e instanceof Error ? e.message : String(e)}.`, {retriable: true}));
 			return;
 		}
-		this.#constructing = false;
-		if (this.#phase === CLOSED) { // closed inside host.connect
+		if (this._phase === CLOSED) { // closed inside host.connect
 			try { conn.close(); } catch {}
 			return;
 		}
-		this.#conn = conn;
-		if (this.#tlsReady) this.#sendConnect();
+		this._conn = conn;
+		if (this._tlsReady) this._sendConnect();
 	}
 
 	get connected(): boolean {
-		return this.#phase === OPEN;
+		return this._phase === OPEN;
 	}
 
 	publish(topic: string, payload: Uint8Array | string, options: PublishOptions = {}): Promise<void> {
 		return new Promise<void>((resolve, reject) => {
 			const what = `publish to ${typeof topic === "string" ? topic : "?"}`;
-			if (this.#phase === CLOSED) return reject(this.#closedError(what));
+			if (this._phase === CLOSED) return reject(this._closedError(what));
 			const problem = checkTopicName(topic);
 			if (problem) return reject(configError("topic", problem, "Give the topic name to publish to"));
 			const qos = options.qos ?? 0;
@@ -184,20 +206,21 @@ export class MqttClient implements MqttSession {
 				return reject(e);
 			}
 			const size = packetSize(2 + topicBytes.length + (qos ? 2 : 0) + body.length);
-			if (size > this.#maxOutgoing)
+			if (size > this._maxOutgoing)
 				return reject(new AzureIoTError("mqtt.tooLarge",
-					`${what}: the packet would be ${size} bytes, over the ${this.#maxOutgoing}-byte limit (maxOutgoingPacketBytes). Send less per message, or raise the limit if the server accepts more.`));
-			this.#run({
+					`${what}: the packet would be ${size} bytes, over the ${this._maxOutgoing}-byte limit (maxOutgoingPacketBytes). Send less per message, or raise the limit if the server accepts more.`));
+			this._run({
 				what,
 				reject,
 				start: () => {
 					if (qos === 0) {
-						if (this.#sendPublish(topicBytes, body, 0, retain, 0)) resolve();
-						else reject(this.#closedError(what));
+						// At most once, but never reported sent before it was handed to the connection.
+						if (!this._sendPublish(topicBytes, body, 0, retain, 0, written => written ? resolve() : reject(this._closedError(what))))
+							reject(this._closedError(what));
 						return;
 					}
-					const id = this.#track("PUBACK", what, () => resolve(), reject);
-					if (id) this.#sendPublish(topicBytes, body, 1, retain, id);
+					const id = this._track("PUBACK", what, () => resolve(), reject);
+					if (id) this._sendPublish(topicBytes, body, 1, retain, id);
 				},
 			});
 		});
@@ -208,7 +231,7 @@ export class MqttClient implements MqttSession {
 			if (!Array.isArray(subscriptions) || !subscriptions.length)
 				return reject(configError("subscriptions", "empty", "Give at least one {topic, qos}"));
 			const what = `subscribe to ${subscriptions.map(s => s?.topic).join(", ")}`;
-			if (this.#phase === CLOSED) return reject(this.#closedError(what));
+			if (this._phase === CLOSED) return reject(this._closedError(what));
 			const requested: QoS[] = [];
 			for (const s of subscriptions) {
 				const problem = checkTopicFilter(s?.topic);
@@ -217,12 +240,12 @@ export class MqttClient implements MqttSession {
 				requested.push(s.qos);
 			}
 			const copy = subscriptions.map(s => ({topic: s.topic, qos: s.qos}));
-			this.#run({
+			this._run({
 				what,
 				reject,
 				start: () => {
-					const id = this.#track("SUBACK", what, granted => resolve(granted!), reject, requested);
-					if (id) this.#sendPacket(() => encodeSubscribe(id, copy), id);
+					const id = this._track("SUBACK", what, granted => resolve(granted!), reject, requested);
+					if (id) this._sendPacket(() => encodeSubscribe(id, copy), id);
 				},
 			});
 		});
@@ -232,104 +255,119 @@ export class MqttClient implements MqttSession {
 		return new Promise<void>((resolve, reject) => {
 			if (!Array.isArray(topics) || !topics.length) return reject(configError("topics", "empty", "Give at least one topic filter"));
 			const what = `unsubscribe from ${topics.join(", ")}`;
-			if (this.#phase === CLOSED) return reject(this.#closedError(what));
+			if (this._phase === CLOSED) return reject(this._closedError(what));
 			for (const t of topics) {
 				const problem = checkTopicFilter(t);
 				if (problem) return reject(configError("topic filter", `${String(t)} ${problem}`, "Fix the topic filter"));
 			}
 			const copy = topics.slice();
-			this.#run({
+			this._run({
 				what,
 				reject,
 				start: () => {
-					const id = this.#track("UNSUBACK", what, () => resolve(), reject);
-					if (id) this.#sendPacket(() => encodeUnsubscribe(id, copy), id);
+					const id = this._track("UNSUBACK", what, () => resolve(), reject);
+					if (id) this._sendPacket(() => encodeUnsubscribe(id, copy), id);
 				},
 			});
 		});
 	}
 
 	disconnect(): void {
-		if (this.#phase === CLOSED) return;
-		const conn = this.#conn;
-		const polite = this.#phase !== TLS && conn !== undefined && !this.#writing;
-		this.#end(undefined, false);
+		if (this._phase === CLOSED) return;
+		const conn = this._conn;
+		const polite = (this._phase === OPEN || this._phase === CONNACK) && conn !== undefined && !this._writing;
+		// What was asked for before disconnect() still goes, in order, ahead of DISCONNECT (an UNSUBSCRIBE, say).
+		const out = this._out, told = this._afterWrite;
+		this._out = [];
+		this._afterWrite = [];
+		this._end(undefined, false);
+		let written = false;
 		if (polite) {
-			// Written after #end so that a failing write cannot call onClose; the host still flushes it before closing.
-			try { conn.write(encodeDisconnect()); } catch {}
+			// Written after _end so that a failing write cannot call onClose; the host still flushes it before closing.
+			try {
+				for (const part of joined([...out, encodeDisconnect()])) conn.write(part);
+				written = true;
+			}
+			catch {}
 		}
 		try { conn?.close(); } catch {}
+		for (const tell of told) tell(written);
 	}
 
 	close(): void {
-		if (this.#phase === CLOSED) return;
-		const conn = this.#conn;
-		this.#end(undefined, false);
+		if (this._phase === CLOSED) return;
+		const conn = this._conn;
+		this._end(undefined, false);
 		try { conn?.close(); } catch {}
 	}
 
 	/* -------------------------------------------------------------- connection events */
 
-	#onTlsConnect(): void {
-		if (this.#phase !== TLS) return;
-		this.#phase = CONNACK;
-		this.#tlsReady = true;
-		if (this.#conn) this.#sendConnect();
+	private _onTlsConnect(): void {
+		if (this._phase !== TLS) return;
+		this._phase = CONNACK;
+		this._tlsReady = true;
+		if (this._conn) this._sendConnect();
 	}
 
-	#sendConnect(): void {
+	private _sendConnect(): void {
 		const packet = this.#connectPacket;
 		this.#connectPacket = undefined; // it holds the password: keep it no longer than needed
-		if (packet) this.#send(packet);
+		if (packet) this._send(packet);
 	}
 
-	#onData(bytes: Uint8Array): void {
-		if (this.#phase === CLOSED || this.#phase === TLS) return;
-		if (this.#writing || this.#draining) {
-			// Parsed after the current write or packet; the host may reuse its buffer once we return.
-			this.#parser.push(copy(bytes));
-			if (!this.#draining && this.#drainTimer === undefined)
-				this.#drainTimer = this.#host.setTimer(() => { this.#drainTimer = undefined; this.#drain(); }, 0);
-			return;
+	private _onData(bytes: Uint8Array): void {
+		if (this._phase === CLOSED || this._phase === TLS) return;
+		// Kept, not copied: the host contract gives the bytes to the core (host.ts).
+		this._parser.push(bytes);
+		if (!this._readQueued && !this._draining) {
+			this._readQueued = true;
+			later(this._readJob);
 		}
-		this.#parser.push(bytes);
-		this.#drain();
 	}
 
-	#drain(): void {
-		if (this.#draining || this.#writing) return;
-		this.#draining = true;
+	/** The read job: handles every complete packet received so far. */
+	private _drain(): void {
+		this._readQueued = false;
+		if (this._draining) return;
+		this._draining = true;
 		try {
-			while (this.#phase !== CLOSED) {
+			while (this._phase !== CLOSED) {
 				let packet: ServerPacket | undefined;
 				try {
-					packet = this.#parser.next();
+					packet = this._parser.next();
 				}
 				catch (e) {
-					this.#fail(e as AzureIoTError);
+					this._fail(e as AzureIoTError);
 					break;
 				}
 				if (!packet) break;
-				this.#handle(packet);
+				this._handle(packet);
 			}
 		}
-		finally {
-			this.#draining = false;
+		catch (e) {
+			// _handle guards the user's callbacks; anything else here is a bug, reported as the session's end.
+			this._fail(new AzureIoTError("mqtt.protocol", `handling a packet from ${this._where} failed (${e instanceof Error ? e.message : String(e)}).`));
 		}
+		finally {
+			this._draining = false;
+		}
+		const close = this._closeAfterRead;
+		this._closeAfterRead = undefined;
+		if (close) this._onHostClose(close);
 	}
 
-	#onHostClose(error: HostError): void {
-		if (this.#phase === CLOSED) return;
-		if (this.#constructing) {
-			// A host that fails inside connect(): report it later, never inside the constructor.
-			const timer = this.#host.setTimer(() => this.#onHostClose(error), 0);
-			this.#connectTimer = this.#swapTimer(this.#connectTimer, timer);
+	private _onHostClose(error: HostError): void {
+		if (this._phase === CLOSED) return;
+		if (this._readQueued || this._draining) {
+			// The packets that came before the close are handled first (a last reply, a server's DISCONNECT reason).
+			this._closeAfterRead = error;
 			return;
 		}
-		const where = this.#where;
+		const where = this._where;
 		const name = this.#options.server.serverName ?? this.#options.server.host;
 		if (error.kind === "tls") {
-			this.#fail(new AzureIoTError("tls", this.#phase === TLS
+			this._fail(new AzureIoTError("tls", this._phase === TLS
 				? `TLS with ${where} failed (${error.message}): the server's certificate did not chain to a pinned root, or its name did not match "${name}". Check the roots configured (server.roots), the host name (server.host, server.serverName) and the device's clock (certificates are only valid between their dates).`
 				: `the TLS session with ${where} failed (${error.message}). Reconnect; if it keeps happening, check the network path.`));
 			return;
@@ -341,125 +379,125 @@ export class MqttClient implements MqttSession {
 		case "reset": message = `the connection to ${where} was reset (${error.message}). Reconnect.`; break;
 		case "timeout": message = `the connection to ${where} timed out (${error.message}). Check the network.`; break;
 		case "closed":
-			message = this.#phase === OPEN
+			message = this._phase === OPEN
 				? `${where} closed the connection. Reconnect; if it keeps happening, check the credentials' expiry and what the client sends.`
 				: `${where} closed the connection before CONNACK. Check the client id and the credentials, and that this port speaks MQTT 3.1.1.`;
 			break;
 		default: message = `network error with ${where}: ${error.message}. Reconnect.`;
 		}
-		this.#fail(new AzureIoTError("network", message, {retriable: true}));
+		this._fail(new AzureIoTError("network", message, {retriable: true}));
 	}
 
 	/* -------------------------------------------------------------- incoming packets */
 
-	#handle(packet: ServerPacket): void {
-		if (this.#phase === CONNACK) {
+	private _handle(packet: ServerPacket): void {
+		if (this._phase === CONNACK) {
 			if (packet.type !== "connack") {
-				this.#fail(new AzureIoTError("mqtt.protocol", `${this.#where} sent ${packet.type.toUpperCase()} before CONNACK. Check that this port speaks MQTT 3.1.1.`));
+				this._fail(new AzureIoTError("mqtt.protocol", `${this._where} sent ${packet.type.toUpperCase()} before CONNACK. Check that this port speaks MQTT 3.1.1.`));
 				return;
 			}
-			this.#onConnack(packet.sessionPresent, packet.returnCode);
+			this._onConnack(packet.sessionPresent, packet.returnCode);
 			return;
 		}
 		switch (packet.type) {
 		case "connack":
-			this.#fail(new AzureIoTError("mqtt.protocol", `${this.#where} sent a second CONNACK. Check that this port speaks MQTT 3.1.1.`));
+			this._fail(new AzureIoTError("mqtt.protocol", `${this._where} sent a second CONNACK. Check that this port speaks MQTT 3.1.1.`));
 			return;
 		case "publish":
-			this.#onPublish({topic: packet.topic, payload: packet.payload, qos: packet.qos, retain: packet.retain, dup: packet.dup}, packet.packetId);
+			this._onPublish({topic: packet.topic, payload: packet.payload, qos: packet.qos, retain: packet.retain, dup: packet.dup}, packet.packetId);
 			return;
 		case "puback":
 		case "unsuback":
-			this.#settle(packet.type === "puback" ? "PUBACK" : "UNSUBACK", packet.packetId);
+			this._settle(packet.type === "puback" ? "PUBACK" : "UNSUBACK", packet.packetId);
 			return;
 		case "suback":
-			this.#settle("SUBACK", packet.packetId, packet.granted);
+			this._settle("SUBACK", packet.packetId, packet.granted);
 			return;
 		case "pingresp":
-			this.#host.clearTimer(this.#pingTimer);
-			this.#pingTimer = undefined;
+			this._host.clearTimer(this._pingTimer);
+			this._pingTimer = undefined;
 			return;
 		}
 	}
 
-	#onConnack(sessionPresent: boolean, code: number): void {
-		this.#host.clearTimer(this.#connectTimer);
-		this.#connectTimer = undefined;
+	private _onConnack(sessionPresent: boolean, code: number): void {
+		this._host.clearTimer(this._connectTimer);
+		this._connectTimer = undefined;
 		if (code !== 0) {
 			const meaning = CONNACK_MEANINGS[code] ?? "a return code MQTT 3.1.1 does not define";
-			this.#fail(new AzureIoTError("mqtt.connack", `${this.#where} refused the connection: CONNACK return code ${code}, ${meaning}.`,
+			this._fail(new AzureIoTError("mqtt.connack", `${this._where} refused the connection: CONNACK return code ${code}, ${meaning}.`,
 				{status: code, retriable: code === 3}));
 			return;
 		}
-		this.#phase = OPEN;
-		this.#armKeepAlive();
-		const waiting = this.#waiting;
-		this.#waiting = [];
+		this._phase = OPEN;
+		this._armKeepAlive();
+		const waiting = this._waiting;
+		this._waiting = [];
 		for (const w of waiting) {
-			if (this.#phase !== OPEN) {
-				w.reject(this.#closedError(w.what));
+			if (this._phase !== OPEN) {
+				w.reject(this._closedError(w.what));
 				continue;
 			}
 			w.start();
 		}
-		if (this.#phase !== OPEN) return;
+		if (this._phase !== OPEN) return;
 		try {
 			this.#options.onConnect?.({sessionPresent});
 		}
 		catch (e) {
-			this.#log(`mqtt: onConnect threw (${String(e)})`);
+			this._log(`mqtt: onConnect threw (${String(e)})`);
 		}
 	}
 
-	#onPublish(message: MqttMessage, packetId: number): void {
+	private _onPublish(message: MqttMessage, packetId: number): void {
 		const onMessage = this.#options.onMessage;
 		let entry: IncomingAck | undefined;
 		if (message.qos === 1) {
 			// PUBACKs go out in the order the PUBLISHes came (MQTT 3.1.1 §4.6), whatever order the handlers finish in.
 			entry = {packetId, done: false};
-			this.#incoming.push(entry);
+			this._incoming.push(entry);
 		}
 		let result: void | Promise<void> = undefined;
 		try {
 			result = onMessage?.(message);
 		}
 		catch (e) {
-			this.#log(`mqtt: onMessage threw for ${message.topic} (${String(e)}); acknowledged anyway`);
+			this._log(`mqtt: onMessage threw for ${message.topic} (${String(e)}); acknowledged anyway`);
 		}
 		if (!entry) return;
 		const done = entry;
 		const settle = () => {
 			done.done = true;
-			this.#flushAcks();
+			this._flushAcks();
 		};
 		if (result && typeof (result as Promise<void>).then === "function") {
 			Promise.resolve(result).then(settle, e => {
-				this.#log(`mqtt: onMessage rejected for ${message.topic} (${String(e)}); acknowledged anyway`);
+				this._log(`mqtt: onMessage rejected for ${message.topic} (${String(e)}); acknowledged anyway`);
 				settle();
 			});
 		}
 		else settle();
 	}
 
-	#flushAcks(): void {
-		while (this.#phase === OPEN && this.#incoming.length && this.#incoming[0].done) {
-			const {packetId} = this.#incoming.shift()!;
-			this.#send(encodePuback(packetId));
+	private _flushAcks(): void {
+		while (this._phase === OPEN && this._incoming.length && this._incoming[0].done) {
+			const {packetId} = this._incoming.shift()!;
+			this._send(encodePuback(packetId));
 		}
 	}
 
-	#settle(kind: Pending["kind"], packetId: number, granted?: number[]): void {
-		const pending = this.#pending.get(packetId);
+	private _settle(kind: Pending["kind"], packetId: number, granted?: number[]): void {
+		const pending = this._pending.get(packetId);
 		if (!pending) {
-			this.#log(`mqtt: ${kind} for packet id ${packetId}, which is not in flight; ignored`);
+			this._log(`mqtt: ${kind} for packet id ${packetId}, which is not in flight; ignored`);
 			return;
 		}
 		if (pending.kind !== kind) {
-			this.#fail(new AzureIoTError("mqtt.protocol", `${this.#where} answered packet id ${packetId} with ${kind}, not ${pending.kind}. The server does not follow MQTT 3.1.1.`));
+			this._fail(new AzureIoTError("mqtt.protocol", `${this._where} answered packet id ${packetId} with ${kind}, not ${pending.kind}. The server does not follow MQTT 3.1.1.`));
 			return;
 		}
-		this.#pending.delete(packetId);
-		this.#host.clearTimer(pending.timer);
+		this._pending.delete(packetId);
+		this._host.clearTimer(pending.timer);
 		if (kind !== "SUBACK") {
 			pending.resolve(undefined);
 			return;
@@ -467,7 +505,7 @@ export class MqttClient implements MqttSession {
 		const requested = pending.requested!;
 		if (granted!.length !== requested.length) {
 			pending.reject(new AzureIoTError("mqtt.protocol", `${pending.what}: SUBACK has ${granted!.length} return codes for ${requested.length} topics.`));
-			this.#fail(new AzureIoTError("mqtt.protocol", `${this.#where} sent a SUBACK with ${granted!.length} return codes for ${requested.length} topics. The server does not follow MQTT 3.1.1.`));
+			this._fail(new AzureIoTError("mqtt.protocol", `${this._where} sent a SUBACK with ${granted!.length} return codes for ${requested.length} topics. The server does not follow MQTT 3.1.1.`));
 			return;
 		}
 		const refused = granted!.findIndex(g => g === 0x80);
@@ -479,7 +517,7 @@ export class MqttClient implements MqttSession {
 		const over = granted!.findIndex((g, i) => g > requested[i]);
 		if (over >= 0) {
 			pending.reject(new AzureIoTError("mqtt.protocol", `${pending.what}: SUBACK granted QoS ${granted![over]} where ${requested[over]} was asked.`));
-			this.#fail(new AzureIoTError("mqtt.protocol", `${this.#where} granted a higher QoS than asked in SUBACK. The server does not follow MQTT 3.1.1.`));
+			this._fail(new AzureIoTError("mqtt.protocol", `${this._where} granted a higher QoS than asked in SUBACK. The server does not follow MQTT 3.1.1.`));
 			return;
 		}
 		pending.resolve(granted as QoS[]);
@@ -487,18 +525,18 @@ export class MqttClient implements MqttSession {
 
 	/* -------------------------------------------------------------- outgoing */
 
-	#run(w: Waiting): void {
-		if (this.#phase === OPEN) w.start();
-		else this.#waiting.push(w);
+	private _run(w: Waiting): void {
+		if (this._phase === OPEN) w.start();
+		else this._waiting.push(w);
 	}
 
 	/** Registers an operation awaiting an acknowledgement; returns its packet id, or 0 when it was rejected. */
-	#track(kind: Pending["kind"], what: string, resolve: (value: QoS[] | undefined) => void, reject: (e: AzureIoTError) => void, requested?: QoS[]): number {
+	private _track(kind: Pending["kind"], what: string, resolve: (value: QoS[] | undefined) => void, reject: (e: AzureIoTError) => void, requested?: QoS[]): number {
 		let id = 0;
 		for (let i = 0; i < 65535; i++) {
-			const candidate = this.#nextId;
-			this.#nextId = candidate === 65535 ? 1 : candidate + 1;
-			if (!this.#pending.has(candidate)) {
+			const candidate = this._nextId;
+			this._nextId = candidate === 65535 ? 1 : candidate + 1;
+			if (!this._pending.has(candidate)) {
 				id = candidate;
 				break;
 			}
@@ -507,133 +545,185 @@ export class MqttClient implements MqttSession {
 			reject(new AzureIoTError("queue.full", `${what}: all 65535 packet ids are in flight. Wait for acknowledgements before sending more.`, {retriable: true}));
 			return 0;
 		}
-		const timer = this.#host.setTimer(() => {
-			const pending = this.#pending.get(id);
+		const timer = this._host.setTimer(() => {
+			const pending = this._pending.get(id);
 			if (!pending || pending.timer !== timer) return;
-			this.#pending.delete(id);
-			const error = new AzureIoTError("mqtt.timeout", `${what}: no ${kind} from ${this.#where} within ${this.#ackTimeoutMs} ms. The connection is treated as dead; reconnect and retry.`, {retriable: true});
+			this._pending.delete(id);
+			const error = new AzureIoTError("mqtt.timeout", `${what}: no ${kind} from ${this._where} within ${this._ackTimeoutMs} ms. The connection is treated as dead; reconnect and retry.`, {retriable: true});
 			reject(error);
-			this.#fail(error);
-		}, this.#ackTimeoutMs);
+			this._fail(error);
+		}, this._ackTimeoutMs);
 		// Registered before the write: some hosts deliver the answer from inside write().
-		this.#pending.set(id, {kind, what, resolve, reject, timer, requested});
+		this._pending.set(id, {kind, what, resolve, reject, timer, requested});
 		return id;
 	}
 
-	#sendPublish(topic: Uint8Array, payload: Uint8Array, qos: QoS, retain: boolean, packetId: number): boolean {
-		if (payload.length <= COPY_LIMIT) return this.#send(encodePublish({topic, payload, qos, retain, packetId}));
-		return this.#send(encodePublishHeader({topic, qos, retain, packetId}, payload.length), payload);
+	private _sendPublish(topic: Uint8Array, payload: Uint8Array, qos: QoS, retain: boolean, packetId: number, written?: (written: boolean) => void): boolean {
+		if (payload.length <= COPY_LIMIT) return this._send(encodePublish({topic, payload, qos, retain, packetId}), undefined, written);
+		return this._send(encodePublishHeader({topic, qos, retain, packetId}, payload.length), payload, written);
 	}
 
 	/** Encodes and sends; an encoding failure rejects the operation tracked under packetId. */
-	#sendPacket(encode: () => Uint8Array, packetId: number): void {
+	private _sendPacket(encode: () => Uint8Array, packetId: number): void {
 		let bytes: Uint8Array;
 		try {
 			bytes = encode();
 		}
 		catch (e) {
-			const pending = this.#pending.get(packetId);
-			this.#pending.delete(packetId);
+			const pending = this._pending.get(packetId);
+			this._pending.delete(packetId);
 			if (pending) {
-				this.#host.clearTimer(pending.timer);
+				this._host.clearTimer(pending.timer);
 				pending.reject(e as AzureIoTError);
 			}
 			return;
 		}
-		this.#send(bytes);
+		this._send(bytes);
 	}
 
-	/** Writes one packet (in one or two parts); false when the session is, or became, closed. */
-	#send(bytes: Uint8Array, rest?: Uint8Array): boolean {
-		const conn = this.#conn;
-		if (this.#phase === CLOSED || !conn) return false;
-		this.#writing = true;
+	/**
+	 * Queues one packet (in one or two parts) for the write job; false when the session is closed.
+	 * `written` is told once the connection took it (true) or the session ended first (false).
+	 */
+	private _send(bytes: Uint8Array, rest?: Uint8Array, written?: (written: boolean) => void): boolean {
+		if (this._phase === CLOSED || !this._conn) return false;
+		this._out.push(bytes);
+		if (rest) this._out.push(rest);
+		if (written) this._afterWrite.push(written);
+		if (!this._writeQueued) {
+			this._writeQueued = true;
+			later(this._writeJob);
+		}
+		return true;
+	}
+
+	/** The write job: hands every queued packet to the connection. */
+	private _flush(): void {
+		this._writeQueued = false;
+		const conn = this._conn;
+		const out = this._out, told = this._afterWrite;
+		if (this._phase === CLOSED || !conn || !out.length) return;
+		this._out = [];
+		this._afterWrite = [];
+		this._writing = true;
 		let failure: unknown;
 		try {
-			conn.write(bytes);
-			if (rest && this.#phase !== CLOSED) conn.write(rest);
+			for (const part of joined(out)) {
+				conn.write(part);
+				if (this._phase === CLOSED) break;
+			}
 		}
 		catch (e) {
 			failure = e;
 		}
 		finally {
-			this.#writing = false;
+			this._writing = false;
 		}
-		if (failure !== undefined) {
-			this.#fail(new AzureIoTError("network", `writing to ${this.#where} failed (${failure instanceof Error ? failure.message : String(failure)}). Reconnect.`, {retriable: true}));
-			return false;
-		}
-		if (this.#phase === CLOSED) return false;
-		this.#armKeepAlive();
-		return true;
+		if (failure !== undefined)
+			this._fail(new AzureIoTError("network", `writing to ${this._where} failed (${failure instanceof Error ? failure.message : String(failure)}). Reconnect.`, {retriable: true}));
+		const ok = this._phase !== CLOSED;
+		if (ok) this._armKeepAlive();
+		for (const tell of told) tell(ok);
 	}
 
-	#armKeepAlive(): void {
-		if (this.#phase !== OPEN || !this.#keepAliveMs) return;
+	private _armKeepAlive(): void {
+		if (this._phase !== OPEN || !this._keepAliveMs) return;
 		// Restarted on every write: the server only needs to hear from us once per interval.
-		this.#keepAliveTimer = this.#swapTimer(this.#keepAliveTimer, this.#host.setTimer(() => this.#onKeepAlive(), this.#keepAliveMs));
+		this._keepAliveTimer = this._swapTimer(this._keepAliveTimer, this._host.setTimer(() => this._onKeepAlive(), this._keepAliveMs));
 	}
 
-	#onKeepAlive(): void {
-		this.#keepAliveTimer = undefined;
-		if (this.#phase !== OPEN) return;
-		if (this.#pingTimer === undefined) {
-			this.#pingTimer = this.#host.setTimer(() => {
-				this.#pingTimer = undefined;
-				this.#fail(new AzureIoTError("mqtt.timeout", `no PINGRESP from ${this.#where} within ${this.#ackTimeoutMs} ms. The connection is treated as dead; reconnect.`, {retriable: true}));
-			}, this.#ackTimeoutMs);
+	private _onKeepAlive(): void {
+		this._keepAliveTimer = undefined;
+		if (this._phase !== OPEN) return;
+		if (this._pingTimer === undefined) {
+			this._pingTimer = this._host.setTimer(() => {
+				this._pingTimer = undefined;
+				this._fail(new AzureIoTError("mqtt.timeout", `no PINGRESP from ${this._where} within ${this._ackTimeoutMs} ms. The connection is treated as dead; reconnect.`, {retriable: true}));
+			}, this._ackTimeoutMs);
 		}
-		this.#send(encodePingreq());
+		this._send(encodePingreq());
 	}
 
 	/* -------------------------------------------------------------- ending */
 
-	#fail(error: AzureIoTError): void {
-		if (this.#phase === CLOSED) return;
-		const conn = this.#conn;
-		this.#end(error, true);
+	private _fail(error: AzureIoTError): void {
+		if (this._phase === CLOSED) return;
+		const conn = this._conn;
+		this._end(error, true);
 		try { conn?.close(); } catch {}
 	}
 
 	/** Marks the session closed, stops timers, rejects what is pending; `notify`: tell onClose. */
-	#end(cause: AzureIoTError | undefined, notify: boolean): void {
-		this.#phase = CLOSED;
-		this.#conn = undefined;
+	private _end(cause: AzureIoTError | undefined, notify: boolean): void {
+		this._phase = CLOSED;
+		this._conn = undefined;
 		this.#connectPacket = undefined;
-		for (const t of [this.#connectTimer, this.#keepAliveTimer, this.#pingTimer, this.#drainTimer]) this.#host.clearTimer(t);
-		this.#connectTimer = this.#keepAliveTimer = this.#pingTimer = this.#drainTimer = undefined;
-		this.#parser = new PacketParser(2); // drops any buffered body
-		this.#incoming = [];
-		const pending = [...this.#pending.values()];
-		this.#pending.clear();
-		const waiting = this.#waiting;
-		this.#waiting = [];
+		for (const t of [this._connectTimer, this._keepAliveTimer, this._pingTimer]) this._host.clearTimer(t);
+		this._connectTimer = this._keepAliveTimer = this._pingTimer = undefined;
+		this._parser = new PacketParser(2); // drops any buffered body
+		this._incoming = [];
+		this._out = [];
+		this._closeAfterRead = undefined;
+		const told = this._afterWrite;
+		this._afterWrite = [];
+		for (const tell of told) tell(false);
+		const pending = [...this._pending.values()];
+		this._pending.clear();
+		const waiting = this._waiting;
+		this._waiting = [];
 		for (const p of pending) {
-			this.#host.clearTimer(p.timer);
-			p.reject(this.#closedError(p.what, cause));
+			this._host.clearTimer(p.timer);
+			p.reject(this._closedError(p.what, cause));
 		}
-		for (const w of waiting) w.reject(this.#closedError(w.what, cause));
+		for (const w of waiting) w.reject(this._closedError(w.what, cause));
 		if (!notify || !cause) return;
 		try {
 			this.#options.onClose?.(cause);
 		}
 		catch (e) {
-			this.#log(`mqtt: onClose threw (${String(e)})`);
+			this._log(`mqtt: onClose threw (${String(e)})`);
 		}
 	}
 
-	#closedError(what: string, cause?: AzureIoTError): AzureIoTError {
+	private _closedError(what: string, cause?: AzureIoTError): AzureIoTError {
 		return new AzureIoTError("mqtt.closed", cause
 			? `${what}: the connection ended before it completed (${cause.code}: ${cause.message})`
 			: `${what}: the session was closed by this side (disconnect() or close()). Open a new session to retry.`, {retriable: true});
 	}
 
-	#swapTimer(old: TimerHandle | undefined, next: TimerHandle): TimerHandle {
-		this.#host.clearTimer(old);
+	private _swapTimer(old: TimerHandle | undefined, next: TimerHandle): TimerHandle {
+		this._host.clearTimer(old);
 		return next;
 	}
 
-	#log(line: string): void {
-		try { this.#host.log?.(line); } catch {}
+	private _log(line: string): void {
+		try { this._host.log?.(line); } catch {}
 	}
+}
+
+/** Joins runs of small packets into single writes (each write becomes one TLS record on the device). */
+function joined(parts: readonly Uint8Array[]): Uint8Array[] {
+	const writes: Uint8Array[] = [];
+	let run: Uint8Array[] = [], size = 0;
+	const close = () => {
+		if (run.length === 1) writes.push(run[0]);
+		else if (run.length > 1) {
+			const one = new Uint8Array(size);
+			let at = 0;
+			for (const p of run) {
+				one.set(p, at);
+				at += p.length;
+			}
+			writes.push(one);
+		}
+		run = [];
+		size = 0;
+	};
+	for (const p of parts) {
+		if (size + p.length > JOIN_LIMIT) close();
+		run.push(p);
+		size += p.length;
+	}
+	close();
+	return writes;
 }

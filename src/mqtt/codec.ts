@@ -307,16 +307,16 @@ const FIRST = 0, LENGTH = 1, BODY = 2;
  */
 export class PacketParser {
 	readonly maxPacketBytes: number;
-	#chunks: Uint8Array[] = [];
-	#offset = 0; // into #chunks[0]
-	#state = FIRST;
-	#first = 0;
-	#remaining = 0;
-	#lengthBytes = 0;
-	#multiplier = 1;
-	#body: Uint8Array = EMPTY;
-	#filled = 0;
-	#error: AzureIoTError | undefined;
+	private _chunks: Uint8Array[] = [];
+	private _offset = 0; // into _chunks[0]
+	private _state = FIRST;
+	private _first = 0;
+	private _remaining = 0;
+	private _lengthBytes = 0;
+	private _multiplier = 1;
+	private _body: Uint8Array = EMPTY;
+	private _filled = 0;
+	private _error: AzureIoTError | undefined;
 
 	constructor(maxPacketBytes: number = DEFAULT_MAX_PACKET_BYTES) {
 		if (!Number.isInteger(maxPacketBytes) || maxPacketBytes < 2)
@@ -325,102 +325,102 @@ export class PacketParser {
 	}
 
 	push(chunk: Uint8Array): void {
-		if (this.#error || !chunk.length) return;
-		this.#chunks.push(chunk);
+		if (this._error || !chunk.length) return;
+		this._chunks.push(chunk);
 	}
 
 	/** Bytes held: queued chunks not yet consumed plus the body being filled. */
 	get buffered(): number {
-		let n = this.#body.length;
-		for (let i = 0; i < this.#chunks.length; i++) n += this.#chunks[i].length - (i ? 0 : this.#offset);
+		let n = this._body.length;
+		for (let i = 0; i < this._chunks.length; i++) n += this._chunks[i].length - (i ? 0 : this._offset);
 		return n;
 	}
 
 	/** Whether pushed bytes wait to be consumed by next(). */
 	get pending(): boolean {
-		return this.#chunks.length > 0;
+		return this._chunks.length > 0;
 	}
 
 	next(): ServerPacket | undefined {
-		if (this.#error) throw this.#error;
+		if (this._error) throw this._error;
 		try {
-			return this.#step();
+			return this._step();
 		}
 		catch (e) {
-			this.#error = e instanceof AzureIoTError ? e : protocolError(`undecodable packet (${String(e)})`);
-			this.#chunks = [];
-			this.#body = EMPTY;
-			throw this.#error;
+			this._error = e instanceof AzureIoTError ? e : protocolError(`undecodable packet (${String(e)})`);
+			this._chunks = [];
+			this._body = EMPTY;
+			throw this._error;
 		}
 	}
 
-	#byte(): number {
-		const head = this.#chunks[0];
+	private _byte(): number {
+		const head = this._chunks[0];
 		if (!head) return -1;
-		const b = head[this.#offset++];
-		if (this.#offset >= head.length) this.#advance();
+		const b = head[this._offset++];
+		if (this._offset >= head.length) this._advance();
 		return b;
 	}
 
-	#advance(): void {
-		this.#chunks.shift();
-		this.#offset = 0;
+	private _advance(): void {
+		this._chunks.shift();
+		this._offset = 0;
 	}
 
-	#step(): ServerPacket | undefined {
+	private _step(): ServerPacket | undefined {
 		for (;;) {
-			if (this.#state === FIRST) {
-				const b = this.#byte();
+			if (this._state === FIRST) {
+				const b = this._byte();
 				if (b < 0) return undefined;
 				checkFirstByte(b);
-				this.#first = b;
-				this.#remaining = 0;
-				this.#lengthBytes = 0;
-				this.#multiplier = 1;
-				this.#state = LENGTH;
+				this._first = b;
+				this._remaining = 0;
+				this._lengthBytes = 0;
+				this._multiplier = 1;
+				this._state = LENGTH;
 			}
-			if (this.#state === LENGTH) {
-				const b = this.#byte();
+			if (this._state === LENGTH) {
+				const b = this._byte();
 				if (b < 0) return undefined;
-				this.#remaining += (b & 127) * this.#multiplier;
-				this.#multiplier *= 128;
-				this.#lengthBytes++;
-				if (1 + this.#lengthBytes + this.#remaining > this.maxPacketBytes)
+				this._remaining += (b & 127) * this._multiplier;
+				this._multiplier *= 128;
+				this._lengthBytes++;
+				if (1 + this._lengthBytes + this._remaining > this.maxPacketBytes)
 					throw new AzureIoTError("mqtt.tooLarge",
-						`the server sent a ${NAMES[this.#first >> 4]} of at least ${1 + this.#lengthBytes + this.#remaining} bytes, over the ${this.maxPacketBytes}-byte limit (maxIncomingPacketBytes). Raise the limit if messages this large are expected.`);
+						`the server sent a ${NAMES[this._first >> 4]} of at least ${1 + this._lengthBytes + this._remaining} bytes, over the ${this.maxPacketBytes}-byte limit (maxIncomingPacketBytes). Raise the limit if messages this large are expected.`);
 				if (b & 128) {
-					if (this.#lengthBytes === 4) throw protocolError("the server sent a remaining length longer than 4 bytes");
+					if (this._lengthBytes === 4) throw protocolError("the server sent a remaining length longer than 4 bytes");
 					continue;
 				}
-				checkRemaining(this.#first, this.#remaining);
-				this.#state = FIRST;
-				if (!this.#remaining) return decode(this.#first, EMPTY, true);
-				const head = this.#chunks[0];
-				if (head && head.length - this.#offset >= this.#remaining) {
+				checkRemaining(this._first, this._remaining);
+				this._state = FIRST;
+				if (!this._remaining) return decode(this._first, EMPTY, true);
+				const head = this._chunks[0];
+				if (head && head.length - this._offset >= this._remaining) {
 					// The whole body is in one chunk: decode it in place.
-					const body = head.subarray(this.#offset, this.#offset + this.#remaining);
-					this.#offset += this.#remaining;
-					if (this.#offset >= head.length) this.#advance();
-					return decode(this.#first, body, false);
+					const body = head.subarray(this._offset, this._offset + this._remaining);
+					this._offset += this._remaining;
+					if (this._offset >= head.length) this._advance();
+					return decode(this._first, body, false);
 				}
-				this.#body = new Uint8Array(this.#remaining);
-				this.#filled = 0;
-				this.#state = BODY;
+				this._body = new Uint8Array(this._remaining);
+				this._filled = 0;
+				this._state = BODY;
 			}
 			// BODY
-			while (this.#filled < this.#body.length) {
-				const head = this.#chunks[0];
+			while (this._filled < this._body.length) {
+				const head = this._chunks[0];
 				if (!head) return undefined;
-				const n = Math.min(head.length - this.#offset, this.#body.length - this.#filled);
-				this.#body.set(head.subarray(this.#offset, this.#offset + n), this.#filled);
-				this.#filled += n;
-				this.#offset += n;
-				if (this.#offset >= head.length) this.#advance();
+				const n = Math.min(head.length - this._offset, this._body.length - this._filled);
+				this._body.set(head.subarray(this._offset, this._offset + n), this._filled);
+				this._filled += n;
+				this._offset += n;
+				if (this._offset >= head.length) this._advance();
 			}
-			const body = this.#body;
-			this.#body = EMPTY;
-			this.#state = FIRST;
-			return decode(this.#first, body, true);
+			const body = this._body;
+			this._body = EMPTY;
+			this._state = FIRST;
+			return decode(this._first, body, true);
 		}
 	}
 }

@@ -60,7 +60,10 @@ export interface MqttSession {
 	/** Resolves with the granted QoS of each; rejects with mqtt.refused if any topic got 0x80. */
 	subscribe(subscriptions: readonly Subscription[]): Promise<QoS[]>;
 	unsubscribe(topics: readonly string[]): Promise<void>;
-	/** Sends DISCONNECT and closes. Pending operations reject with mqtt.closed. */
+	/**
+	 * Sends what was already asked for (a PUBLISH, an UNSUBSCRIBE not yet written), then DISCONNECT,
+	 * and closes. Operations still awaiting an acknowledgement reject with mqtt.closed.
+	 */
 	disconnect(): void;
 	/** Closes at once without DISCONNECT (a dead link, a test). */
 	close(): void;

@@ -203,7 +203,11 @@ export class FakeSession implements MqttSession {
 		});
 	}
 
-	unsubscribe(_topics: readonly string[]): Promise<void> {
+	readonly unsubscribes: string[][] = [];
+
+	unsubscribe(topics: readonly string[]): Promise<void> {
+		if (this.ended || !this.connected) return Promise.reject(new AzureIoTError("mqtt.closed", "fake session: not connected", {retriable: true}));
+		this.unsubscribes.push([...topics]);
 		return Promise.resolve();
 	}
 
