@@ -24,7 +24,7 @@ import {ESP32_SDK_DEFAULT, SLOT_BYTES_32, SLOT_BYTES_64, parseMemory, worstOf, t
 import {loadMicrosoftSdk, runMicrosoftOnce} from "./microsoft.js";
 import {measureSize, type SizeReport} from "./size.js";
 import {REPO_ROOT, formatSummary, ratio, startEmulatorProcess, summarize, type EmulatorProcess, type Summary} from "./lib.js";
-import {buildBenchFirmware, buildMemoryFirmware, buildProductFirmware, preloadableModules, runXsOnce, type XsBuild} from "./xs.js";
+import {buildBenchFirmware, buildMemoryFirmware, buildProductFirmware, buildProductMemoryFirmware, runProductMemoryOnce, runXsOnce, type XsBuild} from "./xs.js";
 
 function count(value: string): number {
 	const n = Number(value);
@@ -75,7 +75,7 @@ interface Results {
 	coreResumed: ClientFigures;
 	microsoft: ClientFigures;
 	microsoftVersions?: Record<string, string>;
-	memory?: {asBuilt?: MemoryReport; preloaded?: MemoryReport; missing?: string; esp32Project?: {chunkBytes?: number; heapSlots?: number; stackSlots?: number}};
+	memory?: {asBuilt?: MemoryReport; firmware?: MemoryReport; missing?: string; esp32Project?: {chunkBytes?: number; heapSlots?: number; stackSlots?: number}};
 	size?: SizeReport & {missing?: string};
 	fleet?: FleetResult & {missing?: string};
 	fleetError?: string;
@@ -176,9 +176,14 @@ async function measure(o: Options, r: Results, emu: EmulatorProcess, sdk: Sdk | 
 			log("memory: instrumented build, as the firmware is built today");
 			const asBuilt = await buildMemoryFirmware(sdk, emu, log);
 			r.memory.asBuilt = await memoryRun(sdk, asBuilt, emu, o);
-			log("memory: instrumented build with src/ preloaded");
-			const preloaded = await buildMemoryFirmware(sdk, emu, log, {name: "xs-memory-preload", preload: preloadableModules()});
-			r.memory.preloaded = await memoryRun(sdk, preloaded, emu, o);
+			log("memory: the firmware as it ships, instrumented");
+			const firmware = await buildProductMemoryFirmware(sdk, emu, log);
+			const reports: MemoryReport[] = [];
+			for (let i = 0; i < (o.quick ? 1 : MEMORY_RUNS); i++) {
+				const lines = await runProductMemoryOnce({sdk, soPath: firmware.soPath, emu, messages: FIRMWARE_MEMORY_MESSAGES, timeoutMs: 180_000});
+				reports.push(parseMemory(lines, {chunkInitial: 4096, heapInitialSlots: 256, stackSlots: 4096}));
+			}
+			r.memory.firmware = worstOf(reports);
 		}
 		catch (e) {
 			r.memory.missing = `the instrumented run failed: ${(e as Error).message.split("\n")[0]}`;
@@ -226,6 +231,8 @@ async function attempt<T extends ClientFigures["runs"][number]>(into: ClientFigu
 const MEMORY_RUNS = 2;
 /** Steady state as the device sends: one message at a time (it sends one every intervalMs). */
 const MEMORY_MESSAGES = 50;
+/** The firmware as it ships sends one message a second (its shortest interval). */
+const FIRMWARE_MEMORY_MESSAGES = 10;
 
 async function memoryRun(sdk: Sdk, build: XsBuild, emu: EmulatorProcess, o: Options): Promise<MemoryReport | undefined> {
 	const reports: MemoryReport[] = [];
@@ -303,12 +310,15 @@ function render(r: Results): string {
 			`stack ${stack} slots = ${kb(stack * SLOT_BYTES_32)} ESP32${fit(stack, ESP32_SDK_DEFAULT.stackSlots)}`,
 			"–", "–", "–", "–"]);
 	};
-	memRows("XS memory at boot (modules loaded), as built", m?.asBuilt, "boot");
-	memRows("XS peak memory, TLS + DPS + hub connect, as built", m?.asBuilt, "connect");
-	memRows(`XS peak memory, steady state sending telemetry (one at a time, ${MEMORY_MESSAGES} messages), as built`, m?.asBuilt, "steady");
-	memRows("XS memory at boot, src/ preloaded", m?.preloaded, "boot");
-	memRows("XS peak memory, connect, src/ preloaded", m?.preloaded, "connect");
-	memRows("XS peak memory, steady state, src/ preloaded", m?.preloaded, "steady");
+	memRows("XS memory at boot (modules loaded), benchmark firmware", m?.asBuilt, "boot");
+	memRows("XS peak memory, TLS + DPS + hub connect, benchmark firmware", m?.asBuilt, "connect");
+	memRows(`XS peak memory, steady state sending telemetry (one at a time, ${MEMORY_MESSAGES} messages), benchmark firmware`, m?.asBuilt, "steady");
+	// One row for the whole run: its phases end on the firmware's own events, which fall between the
+	// once-a-second samples, and a grown heap never shrinks.
+	const whole = m?.firmware && {...m.firmware, steady: [m.firmware.boot, m.firmware.connect, m.firmware.steady].reduce<PhaseMemory | undefined>((a, b) => !a ? b : !b ? a : {
+		...a, slotHeapBytes: Math.max(a.slotHeapBytes, b.slotHeapBytes), chunkHeapBytes: Math.max(a.chunkHeapBytes, b.chunkHeapBytes), stackBytes: Math.max(a.stackBytes, b.stackBytes),
+	}, undefined)};
+	memRows(`XS peak memory, the firmware as it ships (src/main, Device), over a whole boot: Wi-Fi, clock, DPS, hub, twin read and reported properties, then ${FIRMWARE_MEMORY_MESSAGES} telemetry messages one second apart`, whole, "steady");
 	rows.push(["ESP32 creation sizes compared with", `SDK default: heap ${ESP32_SDK_DEFAULT.heapSlots} slots (${kb(ESP32_SDK_DEFAULT.heapSlots * SLOT_BYTES_32)}), chunk ${kb(ESP32_SDK_DEFAULT.chunkBytes)}, stack ${ESP32_SDK_DEFAULT.stackSlots} slots (${kb(ESP32_SDK_DEFAULT.stackSlots * SLOT_BYTES_32)})` +
 		(esp ? `; this project's hosts/esp32/manifest.json: heap ${esp.heapSlots} slots, chunk ${kb(esp.chunkBytes ?? 0)}, stack ${esp.stackSlots} slots` : ""), "–", "–", "–", "–"]);
 

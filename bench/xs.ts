@@ -13,6 +13,7 @@ import {REPO_ROOT, bounded, newRegistrationId, type EmulatorProcess} from "./lib
 
 export const BENCH_MANIFEST = path.join(REPO_ROOT, "bench/fixtures/manifest.json");
 export const MEMORY_MANIFEST = path.join(REPO_ROOT, "bench/fixtures/manifest-memory.json");
+export const PRODUCT_MEMORY_MANIFEST = path.join(REPO_ROOT, "bench/fixtures/manifest-product-memory.json");
 export const BUILD_ROOT = path.join(REPO_ROOT, "build/bench");
 
 export interface XsBuild {
@@ -39,11 +40,56 @@ export async function buildProductFirmware(sdk: Sdk, emu: EmulatorProcess, log: 
 	return build;
 }
 
+/** The firmware as it ships (src/main, the Device), instrumented, with small growing heaps. */
+export async function buildProductMemoryFirmware(sdk: Sdk, emu: EmulatorProcess, log: (line: string) => void): Promise<XsBuild> {
+	const build = await buildFirmware({
+		sdk, manifest: PRODUCT_MEMORY_MANIFEST, variant: "instrument", buildDir: path.join(BUILD_ROOT, "firmware-memory"),
+		roots: [emu.caDer], settings: settings(emu),
+	});
+	log(`xs: instrumented firmware (as shipped) built in ${build.seconds.toFixed(1)} s`);
+	return build;
+}
+
+/**
+ * One boot of the instrumented firmware as it ships, as a factory-fresh device: provisioning, the
+ * hub, the twin, then `messages` telemetry messages one interval apart. Its own events mark the
+ * phases for bench/memory.ts: boot ends when it starts to register, connect once the hub and the
+ * twin are done (its reported properties acknowledged), steady after the messages.
+ */
+export async function runProductMemoryOnce(o: {sdk: Sdk; soPath: string; emu: EmulatorProcess; messages: number; timeoutMs: number}): Promise<readonly string[]> {
+	const registrationId = newRegistrationId("bench-fw");
+	const symmetricKey = await o.emu.addEnrollment(registrationId);
+	const lines: string[] = [];
+	let acked = 0;
+	const run: FirmwareRun = runFirmware({
+		sdk: o.sdk, soPath: o.soPath, fresh: true,
+		preferences: {registrationId, symmetricKey, intervalMs: 1000},
+		onLine: line => {
+			lines.push(line);
+			const marker = (phase: string) => lines.push(JSON.stringify({event: "bench.phaseEnd", phase}));
+			if (line.includes('"event":"dps.registering"') && !lines.some(l => l.includes('"phase":"boot"'))) marker("boot");
+			else if (line.includes('"event":"twin.reported"') && !lines.some(l => l.includes('"phase":"connect"'))) marker("connect");
+			else if (line.includes('"event":"telemetry.acked"') && ++acked === o.messages) marker("steady");
+		},
+	});
+	try {
+		await run.waitFor(e => e.event === "telemetry.acked" && acked >= o.messages, {timeoutMs: o.timeoutMs});
+		return lines;
+	}
+	catch (e) {
+		throw new Error(`the firmware did not send ${o.messages} messages: ${(e as Error).message}\n${lines.slice(-15).map(l => "  | " + l).join("\n")}`);
+	}
+	finally {
+		await run.stop();
+		fs.rmSync(run.runDir, {recursive: true, force: true});
+	}
+}
+
 /**
  * The instrumented benchmark firmware with small, growing heaps (bench/fixtures/manifest-memory.json).
  * Same wrapper manifest as the runner's (roots as data, settings as config), built with -i.
  */
-export async function buildMemoryFirmware(sdk: Sdk, emu: EmulatorProcess, log: (line: string) => void, variant: {name: string; preload?: string[]} = {name: "xs-memory"}): Promise<XsBuild> {
+export async function buildMemoryFirmware(sdk: Sdk, emu: EmulatorProcess, log: (line: string) => void, variant: {name: string} = {name: "xs-memory"}): Promise<XsBuild> {
 	const buildDir = path.join(BUILD_ROOT, variant.name);
 	const appDir = path.join(buildDir, "app");
 	const rootsDir = path.join(buildDir, "roots");
@@ -58,7 +104,6 @@ export async function buildMemoryFirmware(sdk: Sdk, emu: EmulatorProcess, log: (
 		config,
 		data: {"*": [path.join(rootsDir, "bench-root")]},
 	};
-	if (variant.preload) manifest.preload = variant.preload;
 	writeIfChanged(path.join(appDir, "manifest.json"), JSON.stringify(manifest, null, "\t") + "\n");
 	const started = Date.now();
 	const output: string[] = [];
@@ -84,26 +129,6 @@ export async function buildMemoryFirmware(sdk: Sdk, emu: EmulatorProcess, log: (
 	const seconds = (Date.now() - started) / 1000;
 	log(`xs: instrumented firmware (${variant.name}) built in ${seconds.toFixed(1)} s`);
 	return {soPath, buildDir, seconds};
-}
-
-/**
- * The project's TypeScript modules that can be preloaded (run at build time, kept in flash): all of
- * src/ but src/main (it reads Preference and starts the device), and the benchmark scenario.
- * hosts/moddable/host cannot be: it imports Preference, whose simulator version reads its file when
- * loaded, so preloading it would bake the build machine's preferences into the image.
- * mcconfig's preload wildcards match JavaScript modules only, hence the explicit list.
- */
-export function preloadableModules(): string[] {
-	const list: string[] = [];
-	const walk = (dir: string) => {
-		for (const entry of fs.readdirSync(path.join(REPO_ROOT, dir), {withFileTypes: true})) {
-			const rel = `${dir}/${entry.name}`;
-			if (entry.isDirectory()) walk(rel);
-			else if (entry.name.endsWith(".ts") && !entry.name.endsWith(".d.ts") && rel !== "src/main.ts") list.push(rel.slice(0, -3));
-		}
-	};
-	walk("src");
-	return [...list.sort(), "bench/fixtures/scenario"];
 }
 
 function writeIfChanged(file: string, data: string | Uint8Array): void {

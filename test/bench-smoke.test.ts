@@ -55,7 +55,8 @@ else {
 		t.is(code, 0, stderr.slice(-3000));
 		for (const row of ROWS) t.true(stdout.includes(row), `row "${row}" is in the table`);
 		t.regex(stdout, /Connect: start → hub CONNACK \(DPS included\) \| \d+ ms/, "the firmware's connect time is measured");
-		t.regex(stdout, /XS peak memory, TLS \+ DPS \+ hub connect, as built \| slot heap \d+ slots/);
+		t.regex(stdout, /XS peak memory, TLS \+ DPS \+ hub connect, benchmark firmware \| slot heap \d+ slots/);
+		t.regex(stdout, /XS peak memory, the firmware as it ships \(src\/main, Device\)[^|]*\| slot heap \d+ slots/);
 		t.regex(stdout, /Bytecode \(\.xsb\) of the project's own modules \(src\/, hosts\/\) \| [\d.]+ KB/);
 	});
 }
