@@ -41,9 +41,9 @@ export async function buildProductFirmware(sdk: Sdk, emu: EmulatorProcess, log: 
 }
 
 /** The firmware as it ships (src/main, the Device), instrumented, with small growing heaps. */
-export async function buildProductMemoryFirmware(sdk: Sdk, emu: EmulatorProcess, log: (line: string) => void): Promise<XsBuild> {
+export async function buildProductMemoryFirmware(sdk: Sdk, emu: EmulatorProcess, log: (line: string) => void, name = "firmware-memory"): Promise<XsBuild> {
 	const build = await buildFirmware({
-		sdk, manifest: PRODUCT_MEMORY_MANIFEST, variant: "instrument", buildDir: path.join(BUILD_ROOT, "firmware-memory"),
+		sdk, manifest: PRODUCT_MEMORY_MANIFEST, variant: "instrument", buildDir: path.join(BUILD_ROOT, name),
 		roots: [emu.caDer], settings: settings(emu),
 	});
 	log(`xs: instrumented firmware (as shipped) built in ${build.seconds.toFixed(1)} s`);

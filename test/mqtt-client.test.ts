@@ -216,6 +216,29 @@ test("QoS 1 publish resolves on PUBACK only; QoS 0 once written; in-flight ids a
 	await bigDone;
 });
 
+test("a SUBSCRIBE that cannot be encoded (a 70,000-byte filter) rejects with config; the session and the packets around it go on", async t => {
+	const s = await scripted(t);
+	const h = open(t, s.port);
+	const peer = await s.peer();
+	await peer.accept();
+	await h.connected.next("onConnect");
+	const before = h.client.publish("before", "1", {qos: 1});
+	const bad = h.client.subscribe([{topic: "x".repeat(70_000), qos: 0}]);
+	const after = h.client.subscribe([{topic: "after/#", qos: 1}]);
+	const e = await rejection(bad, "the unencodable subscribe");
+	t.is(e.code, "config");
+	t.regex(e.message, /65535/);
+	const pub = await peer.expect("publish");
+	peer.send({cmd: "puback", messageId: pub.messageId});
+	const sub = await peer.expect("subscribe");
+	t.deepEqual(sub.subscriptions.map(x => x.topic), ["after/#"]);
+	peer.send({cmd: "suback", messageId: sub.messageId, granted: [1]});
+	await before;
+	t.deepEqual(await after, [1]);
+	t.true(h.client.connected);
+	t.is(h.closed.items.length, 0);
+});
+
 test("disconnect() right after unsubscribe() and a QoS 0 publish: both go first, in order, then DISCONNECT, then the close", async t => {
 	const s = await scripted(t);
 	const h = open(t, s.port);

@@ -58,6 +58,21 @@ interface Waiting {
 	reject(error: AzureIoTError): void;
 }
 
+/**
+ * A packet waiting for the write job: its bytes, or how to make them (packets with a variable header
+ * are encoded in the job, on its fresh stack, rather than under the caller's frames).
+ */
+interface Queued {
+	bytes?: Uint8Array;
+	encode?: () => Uint8Array;
+	/** A payload written as it is after the encoded part (large PUBLISHes). */
+	rest?: Uint8Array;
+	/** The operation an encoding failure rejects (0: none). */
+	packetId: number;
+	/** Told once the connection took the packet (true) or it never will (false). */
+	written?: (written: boolean) => void;
+}
+
 interface IncomingAck {
 	packetId: number;
 	done: boolean;
@@ -108,8 +123,7 @@ export class MqttClient implements MqttSession {
 	private _keepAliveTimer: TimerHandle | undefined;
 	private _pingTimer: TimerHandle | undefined;
 	/** Packets waiting for the write job, and whom to tell once they are written. */
-	private _out: Uint8Array[] = [];
-	private _afterWrite: ((written: boolean) => void)[] = [];
+	private _out: Queued[] = [];
 	private _writeQueued = false;
 	private _readQueued = false;
 	/** A close the host reported while received bytes were still waiting for the read job. */
@@ -277,21 +291,21 @@ export class MqttClient implements MqttSession {
 		const conn = this._conn;
 		const polite = (this._phase === OPEN || this._phase === CONNACK) && conn !== undefined && !this._writing;
 		// What was asked for before disconnect() still goes, in order, ahead of DISCONNECT (an UNSUBSCRIBE, say).
-		const out = this._out, told = this._afterWrite;
+		const out = this._out;
 		this._out = [];
-		this._afterWrite = [];
 		this._end(undefined, false);
+		const {parts, told} = polite ? this._encodeAll(out) : {parts: [], told: out.map(q => q.written)};
 		let written = false;
 		if (polite) {
 			// Written after _end so that a failing write cannot call onClose; the host still flushes it before closing.
 			try {
-				for (const part of joined([...out, encodeDisconnect()])) conn.write(part);
+				for (const part of joined([...parts, encodeDisconnect()])) conn.write(part);
 				written = true;
 			}
 			catch {}
 		}
 		try { conn?.close(); } catch {}
-		for (const tell of told) tell(written);
+		for (const tell of told) tell?.(written);
 	}
 
 	close(): void {
@@ -559,37 +573,25 @@ export class MqttClient implements MqttSession {
 	}
 
 	private _sendPublish(topic: Uint8Array, payload: Uint8Array, qos: QoS, retain: boolean, packetId: number, written?: (written: boolean) => void): boolean {
-		if (payload.length <= COPY_LIMIT) return this._send(encodePublish({topic, payload, qos, retain, packetId}), undefined, written);
-		return this._send(encodePublishHeader({topic, qos, retain, packetId}, payload.length), payload, written);
+		if (payload.length <= COPY_LIMIT)
+			return this._queue({packetId, written, encode: () => encodePublish({topic, payload, qos, retain, packetId})});
+		return this._queue({packetId, written, rest: payload, encode: () => encodePublishHeader({topic, qos, retain, packetId}, payload.length)});
 	}
 
-	/** Encodes and sends; an encoding failure rejects the operation tracked under packetId. */
+	/** Queues a packet encoded in the write job; an encoding failure rejects the operation tracked under packetId. */
 	private _sendPacket(encode: () => Uint8Array, packetId: number): void {
-		let bytes: Uint8Array;
-		try {
-			bytes = encode();
-		}
-		catch (e) {
-			const pending = this._pending.get(packetId);
-			this._pending.delete(packetId);
-			if (pending) {
-				this._host.clearTimer(pending.timer);
-				pending.reject(e as AzureIoTError);
-			}
-			return;
-		}
-		this._send(bytes);
+		this._queue({packetId, encode});
 	}
 
-	/**
-	 * Queues one packet (in one or two parts) for the write job; false when the session is closed.
-	 * `written` is told once the connection took it (true) or the session ended first (false).
-	 */
-	private _send(bytes: Uint8Array, rest?: Uint8Array, written?: (written: boolean) => void): boolean {
+	/** Queues a packet already encoded. */
+	private _send(bytes: Uint8Array): boolean {
+		return this._queue({packetId: 0, bytes});
+	}
+
+	/** Queues one packet for the write job; false when the session is closed. */
+	private _queue(packet: Queued): boolean {
 		if (this._phase === CLOSED || !this._conn) return false;
-		this._out.push(bytes);
-		if (rest) this._out.push(rest);
-		if (written) this._afterWrite.push(written);
+		this._out.push(packet);
 		if (!this._writeQueued) {
 			this._writeQueued = true;
 			later(this._writeJob);
@@ -597,14 +599,47 @@ export class MqttClient implements MqttSession {
 		return true;
 	}
 
+	/** The bytes of queued packets, in order, and whom to tell once written. */
+	private _encodeAll(out: readonly Queued[]): {parts: Uint8Array[]; told: ((written: boolean) => void)[]} {
+		const parts: Uint8Array[] = [], told: ((written: boolean) => void)[] = [];
+		for (const q of out) {
+			let bytes = q.bytes;
+			if (!bytes) {
+				try {
+					bytes = q.encode!();
+				}
+				catch (e) {
+					const error = e instanceof AzureIoTError ? e : new AzureIoTError("config", `the packet could not be encoded (${String(e)})`);
+					const pending = this._pending.get(q.packetId);
+					if (pending) {
+						this._pending.delete(q.packetId);
+						this._host.clearTimer(pending.timer);
+						pending.reject(error);
+					}
+					else if (q.written) q.written(false);
+					else this._log(`mqtt: a packet could not be encoded and was dropped (${error.message})`);
+					continue;
+				}
+			}
+			parts.push(bytes);
+			if (q.rest) parts.push(q.rest);
+			if (q.written) told.push(q.written);
+		}
+		return {parts, told};
+	}
+
 	/** The write job: hands every queued packet to the connection. */
 	private _flush(): void {
 		this._writeQueued = false;
 		const conn = this._conn;
-		const out = this._out, told = this._afterWrite;
-		if (this._phase === CLOSED || !conn || !out.length) return;
+		if (this._phase === CLOSED || !conn || !this._out.length) return;
+		const queued = this._out;
 		this._out = [];
-		this._afterWrite = [];
+		const {parts: out, told} = this._encodeAll(queued);
+		if (this._phase === CLOSED) { // a rejection's handler closed the session
+			for (const tell of told) tell(false);
+			return;
+		}
 		this._writing = true;
 		let failure: unknown;
 		try {
@@ -662,11 +697,10 @@ export class MqttClient implements MqttSession {
 		this._connectTimer = this._keepAliveTimer = this._pingTimer = undefined;
 		this._parser = new PacketParser(2); // drops any buffered body
 		this._incoming = [];
+		const out = this._out;
 		this._out = [];
 		this._closeAfterRead = undefined;
-		const told = this._afterWrite;
-		this._afterWrite = [];
-		for (const tell of told) tell(false);
+		for (const q of out) q.written?.(false);
 		const pending = [...this._pending.values()];
 		this._pending.clear();
 		const waiting = this._waiting;
