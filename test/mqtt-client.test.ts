@@ -649,6 +649,53 @@ test("re-entrant host: onConnect or onClose from inside connect() are handled; o
 	t.false(b.connected);
 });
 
+test("one timer keeps every acknowledgement timeout: never before ackTimeoutMs, at most a quarter later; gone when nothing is in flight", async t => {
+	const fake = fakeHost();
+	const client = new MqttClient({host: fake.host, server: fakeServer, clientId: "acks", ackTimeoutMs: 1000, keepAliveSeconds: 0});
+	await jobs();
+	fake.handlers.onConnect();
+	fake.handlers.onData(generate({cmd: "connack", returnCode: 0, sessionPresent: false}));
+	await jobs();
+	const outcomes: string[] = [];
+	const first = client.publish("t", "1", {qos: 1}).then(() => outcomes.push("1 acked"), e => outcomes.push(`1 ${e.code}`));
+	const second = client.publish("t", "2", {qos: 1}).then(() => outcomes.push("2 acked"), e => outcomes.push(`2 ${e.code}`));
+	await jobs();
+	t.is(fake.timers.size, 1, "one timer for both");
+	const tick = async () => {
+		const [timer] = [...fake.timers];
+		t.is(timer.ms, 250, "a quarter of ackTimeoutMs");
+		fake.timers.delete(timer);
+		timer.callback();
+		await jobs();
+	};
+	fake.handlers.onData(generate({cmd: "puback", messageId: 2}));
+	await jobs();
+	t.deepEqual(outcomes, ["2 acked"]);
+	for (let i = 0; i < 4; i++) await tick(); // 750 to 1000 ms after the send: not yet
+	t.deepEqual(outcomes, ["2 acked"]);
+	t.true(client.connected);
+	await tick(); // 1000 to 1250 ms
+	await first;
+	await second;
+	t.deepEqual(outcomes, ["2 acked", "1 mqtt.timeout"]);
+	t.false(client.connected, "an acknowledgement timeout ends the session");
+	t.is(fake.timers.size, 0);
+
+	const quiet = fakeHost();
+	const c2 = new MqttClient({host: quiet.host, server: fakeServer, clientId: "quiet", keepAliveSeconds: 0});
+	await jobs();
+	quiet.handlers.onConnect();
+	quiet.handlers.onData(generate({cmd: "connack", returnCode: 0, sessionPresent: false}));
+	await jobs();
+	const p = c2.publish("t", "x", {qos: 1});
+	await jobs();
+	t.is(quiet.timers.size, 1);
+	quiet.handlers.onData(generate({cmd: "puback", messageId: 1}));
+	await p;
+	t.is(quiet.timers.size, 0, "no timer while nothing awaits an acknowledgement");
+	c2.close();
+});
+
 test("packet ids run 1..65535, wrap, and skip one still in flight", async t => {
 	const fake = fakeHost();
 	const client = new MqttClient({host: fake.host, server: fakeServer, clientId: "ids"});

@@ -25,6 +25,14 @@ const TLS = 0, CONNACK = 1, OPEN = 2, CLOSED = 3;
 /** Payloads above this are written after their header rather than copied into one packet. */
 const COPY_LIMIT = 1024;
 
+/**
+ * Acknowledgement timeouts are kept by one timer that ticks ACK_ROUNDS times per ackTimeoutMs while
+ * anything awaits an acknowledgement, not by a timer per packet (on the device each timer is a host
+ * object and two closures). An operation times out after ACK_ROUNDS whole ticks: never before
+ * ackTimeoutMs, at most a quarter later.
+ */
+const ACK_ROUNDS = 4;
+
 /** Packets queued in one turn are joined into one write (one TLS record) up to this many bytes. */
 const JOIN_LIMIT = 1024;
 
@@ -47,7 +55,8 @@ interface Pending {
 	what: string;
 	resolve(value: QoS[] | undefined): void;
 	reject(error: AzureIoTError): void;
-	timer: TimerHandle;
+	/** The acknowledgement round it was sent in (see _ackTick). */
+	round: number;
 	requested?: QoS[];
 }
 
@@ -59,18 +68,33 @@ interface Waiting {
 }
 
 /**
- * A packet waiting for the write job: its bytes, or how to make them (packets with a variable header
- * are encoded in the job, on its fresh stack, rather than under the caller's frames).
+ * A packet waiting for the write job: its bytes, or its fields, encoded in the job (on its fresh
+ * stack rather than under the caller's frames). Fields, not a closure: a closure and its
+ * environment would cost twice the heap while the packet waits.
  */
 interface Queued {
 	bytes?: Uint8Array;
-	encode?: () => Uint8Array;
-	/** A payload written as it is after the encoded part (large PUBLISHes). */
-	rest?: Uint8Array;
+	/** PUBLISH fields (the payload is written after the encoded header when it is large). */
+	topic?: Uint8Array;
+	payload?: Uint8Array;
+	qos?: QoS;
+	retain?: boolean;
+	subscriptions?: readonly Subscription[];
+	unsubscriptions?: readonly string[];
 	/** The operation an encoding failure rejects (0: none). */
 	packetId: number;
 	/** Told once the connection took the packet (true) or it never will (false). */
 	written?: (written: boolean) => void;
+}
+
+/** The bytes of a queued packet: one part, or a PUBLISH header and its payload as it is. */
+function encodeQueued(q: Queued): Uint8Array | [Uint8Array, Uint8Array] {
+	if (q.bytes) return q.bytes;
+	if (q.subscriptions) return encodeSubscribe(q.packetId, q.subscriptions);
+	if (q.unsubscriptions) return encodeUnsubscribe(q.packetId, q.unsubscriptions);
+	const payload = q.payload!;
+	if (payload.length <= COPY_LIMIT) return encodePublish({topic: q.topic!, qos: q.qos!, retain: q.retain, packetId: q.packetId, payload});
+	return [encodePublishHeader({topic: q.topic!, qos: q.qos!, retain: q.retain, packetId: q.packetId}, payload.length), payload];
 }
 
 interface IncomingAck {
@@ -122,6 +146,8 @@ export class MqttClient implements MqttSession {
 	private _connectTimer: TimerHandle | undefined;
 	private _keepAliveTimer: TimerHandle | undefined;
 	private _pingTimer: TimerHandle | undefined;
+	private _ackTimer: TimerHandle | undefined;
+	private _ackRound = 0;
 	/** Packets waiting for the write job, and whom to tell once they are written. */
 	private _out: Queued[] = [];
 	private _writeQueued = false;
@@ -132,6 +158,7 @@ export class MqttClient implements MqttSession {
 	private _draining = false;
 	private readonly _writeJob = () => this._flush();
 	private readonly _readJob = () => this._drain();
+	private readonly _ackTickJob = () => this._ackTick();
 
 	constructor(options: MqttClientOptions) {
 		const host = options?.host;
@@ -259,7 +286,7 @@ export class MqttClient implements MqttSession {
 				reject,
 				start: () => {
 					const id = this._track("SUBACK", what, granted => resolve(granted!), reject, requested);
-					if (id) this._sendPacket(() => encodeSubscribe(id, copy), id);
+					if (id) this._queue({packetId: id, subscriptions: copy});
 				},
 			});
 		});
@@ -280,7 +307,7 @@ export class MqttClient implements MqttSession {
 				reject,
 				start: () => {
 					const id = this._track("UNSUBACK", what, () => resolve(), reject);
-					if (id) this._sendPacket(() => encodeUnsubscribe(id, copy), id);
+					if (id) this._queue({packetId: id, unsubscriptions: copy});
 				},
 			});
 		});
@@ -510,8 +537,7 @@ export class MqttClient implements MqttSession {
 			this._fail(new AzureIoTError("mqtt.protocol", `${this._where} answered packet id ${packetId} with ${kind}, not ${pending.kind}. The server does not follow MQTT 3.1.1.`));
 			return;
 		}
-		this._pending.delete(packetId);
-		this._host.clearTimer(pending.timer);
+		this._forget(packetId);
 		if (kind !== "SUBACK") {
 			pending.resolve(undefined);
 			return;
@@ -559,28 +585,39 @@ export class MqttClient implements MqttSession {
 			reject(new AzureIoTError("queue.full", `${what}: all 65535 packet ids are in flight. Wait for acknowledgements before sending more.`, {retriable: true}));
 			return 0;
 		}
-		const timer = this._host.setTimer(() => {
-			const pending = this._pending.get(id);
-			if (!pending || pending.timer !== timer) return;
-			this._pending.delete(id);
-			const error = new AzureIoTError("mqtt.timeout", `${what}: no ${kind} from ${this._where} within ${this._ackTimeoutMs} ms. The connection is treated as dead; reconnect and retry.`, {retriable: true});
-			reject(error);
-			this._fail(error);
-		}, this._ackTimeoutMs);
 		// Registered before the write: some hosts deliver the answer from inside write().
-		this._pending.set(id, {kind, what, resolve, reject, timer, requested});
+		this._pending.set(id, {kind, what, resolve, reject, round: this._ackRound, requested});
+		if (this._ackTimer === undefined) this._ackTimer = this._host.setTimer(this._ackTickJob, this._ackTimeoutMs / ACK_ROUNDS);
 		return id;
 	}
 
-	private _sendPublish(topic: Uint8Array, payload: Uint8Array, qos: QoS, retain: boolean, packetId: number, written?: (written: boolean) => void): boolean {
-		if (payload.length <= COPY_LIMIT)
-			return this._queue({packetId, written, encode: () => encodePublish({topic, payload, qos, retain, packetId})});
-		return this._queue({packetId, written, rest: payload, encode: () => encodePublishHeader({topic, qos, retain, packetId}, payload.length)});
+	/** No longer awaits an acknowledgement for packetId; the tick stops when nothing does. */
+	private _forget(packetId: number): void {
+		this._pending.delete(packetId);
+		if (!this._pending.size) {
+			this._host.clearTimer(this._ackTimer);
+			this._ackTimer = undefined;
+		}
 	}
 
-	/** Queues a packet encoded in the write job; an encoding failure rejects the operation tracked under packetId. */
-	private _sendPacket(encode: () => Uint8Array, packetId: number): void {
-		this._queue({packetId, encode});
+	private _ackTick(): void {
+		this._ackTimer = undefined;
+		if (this._phase === CLOSED) return;
+		const round = ++this._ackRound;
+		// Oldest first (a Map keeps insertion order): the first overdue one ends the session.
+		for (const [id, p] of this._pending) {
+			if (round - p.round <= ACK_ROUNDS) break;
+			this._pending.delete(id);
+			const error = new AzureIoTError("mqtt.timeout", `${p.what}: no ${p.kind} from ${this._where} within ${this._ackTimeoutMs} ms. The connection is treated as dead; reconnect and retry.`, {retriable: true});
+			p.reject(error);
+			this._fail(error);
+			return;
+		}
+		if (this._pending.size) this._ackTimer = this._host.setTimer(this._ackTickJob, this._ackTimeoutMs / ACK_ROUNDS);
+	}
+
+	private _sendPublish(topic: Uint8Array, payload: Uint8Array, qos: QoS, retain: boolean, packetId: number, written?: (written: boolean) => void): boolean {
+		return this._queue({packetId, topic, payload, qos, retain, written});
 	}
 
 	/** Queues a packet already encoded. */
@@ -603,26 +640,23 @@ export class MqttClient implements MqttSession {
 	private _encodeAll(out: readonly Queued[]): {parts: Uint8Array[]; told: ((written: boolean) => void)[]} {
 		const parts: Uint8Array[] = [], told: ((written: boolean) => void)[] = [];
 		for (const q of out) {
-			let bytes = q.bytes;
-			if (!bytes) {
-				try {
-					bytes = q.encode!();
-				}
-				catch (e) {
-					const error = e instanceof AzureIoTError ? e : new AzureIoTError("config", `the packet could not be encoded (${String(e)})`);
-					const pending = this._pending.get(q.packetId);
-					if (pending) {
-						this._pending.delete(q.packetId);
-						this._host.clearTimer(pending.timer);
-						pending.reject(error);
-					}
-					else if (q.written) q.written(false);
-					else this._log(`mqtt: a packet could not be encoded and was dropped (${error.message})`);
-					continue;
-				}
+			let bytes: Uint8Array | [Uint8Array, Uint8Array];
+			try {
+				bytes = encodeQueued(q);
 			}
-			parts.push(bytes);
-			if (q.rest) parts.push(q.rest);
+			catch (e) {
+				const error = e instanceof AzureIoTError ? e : new AzureIoTError("config", `the packet could not be encoded (${String(e)})`);
+				const pending = this._pending.get(q.packetId);
+				if (pending) {
+					this._forget(q.packetId);
+					pending.reject(error);
+				}
+				else if (q.written) q.written(false);
+				else this._log(`mqtt: a packet could not be encoded and was dropped (${error.message})`);
+				continue;
+			}
+			if (bytes instanceof Uint8Array) parts.push(bytes);
+			else parts.push(bytes[0], bytes[1]);
 			if (q.written) told.push(q.written);
 		}
 		return {parts, told};
@@ -693,8 +727,8 @@ export class MqttClient implements MqttSession {
 		this._phase = CLOSED;
 		this._conn = undefined;
 		this.#connectPacket = undefined;
-		for (const t of [this._connectTimer, this._keepAliveTimer, this._pingTimer]) this._host.clearTimer(t);
-		this._connectTimer = this._keepAliveTimer = this._pingTimer = undefined;
+		for (const t of [this._connectTimer, this._keepAliveTimer, this._pingTimer, this._ackTimer]) this._host.clearTimer(t);
+		this._connectTimer = this._keepAliveTimer = this._pingTimer = this._ackTimer = undefined;
 		this._parser = new PacketParser(2); // drops any buffered body
 		this._incoming = [];
 		const out = this._out;
@@ -705,10 +739,7 @@ export class MqttClient implements MqttSession {
 		this._pending.clear();
 		const waiting = this._waiting;
 		this._waiting = [];
-		for (const p of pending) {
-			this._host.clearTimer(p.timer);
-			p.reject(this._closedError(p.what, cause));
-		}
+		for (const p of pending) p.reject(this._closedError(p.what, cause));
 		for (const w of waiting) w.reject(this._closedError(w.what, cause));
 		if (!notify || !cause) return;
 		try {
