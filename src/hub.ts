@@ -180,6 +180,9 @@ function clip(text: string, max = 200): string {
 	return text.length > max ? text.slice(0, max) + "…" : text;
 }
 
+// State is in TypeScript-private properties, not #private names: XS copies every outer name a
+// function uses, #names included, into its stack frame, so they made every method's frame larger
+// (BENCHMARKS.md, finding 6). Only #key and #options (they hold the device key) stay #private.
 export class HubClient {
 	private _host: Host;
 	private _hubName: string;

@@ -37,6 +37,9 @@ const REPROVISION_AFTER_OFFLINE_MS = 20 * 60_000;
 const REPROVISION_MIN_INTERVAL_MS = 10 * 60_000;
 const CLOCK_VALID_AFTER = Date.UTC(2024, 0, 1);
 
+// State is in TypeScript-private properties, not #private names: XS copies every outer name a
+// function uses, #names included, into its stack frame, so they made every method's frame larger
+// (BENCHMARKS.md, finding 6). Only #config (it holds the key) stay #private.
 export class Device {
 	private readonly _platform: DevicePlatform;
 	readonly #config: DeviceConfig;

@@ -127,6 +127,9 @@ function positiveInteger(options: MqttClientOptions, name: keyof MqttClientOptio
 	return value;
 }
 
+// State is in TypeScript-private properties, not #private names: XS copies every outer name a
+// function uses, #names included, into its stack frame, so they made every method's frame larger
+// (BENCHMARKS.md, finding 6). Only #options and #connectPacket (they hold the password) stay #private.
 export class MqttClient implements MqttSession {
 	private _host: Host;
 	#options: MqttClientOptions;
