@@ -9,7 +9,7 @@ import {checkHostName, checkIdScope, checkKey, checkPort, checkPositive, checkRe
 export interface DeviceConfig {
 	dps: {host: string; port: number; idScope: string; registrationId: string; symmetricKey: string; modelId?: string};
 	hub: {port: number};
-	/** queueLimit: telemetry held while the hub is unreachable; each message costs heap (about 80 XS slots). */
+	/** queueLimit: telemetry held while the hub is unreachable; each message costs heap (docs/reliability.md). */
 	telemetry: {intervalMs: number; queueLimit: number};
 	firmwareVersion: string;
 }
