@@ -17,8 +17,8 @@ export interface DeviceConfig {
 export const TELEMETRY_INTERVAL_MIN_MS = 1000;
 export const TELEMETRY_INTERVAL_MAX_MS = 24 * 3600 * 1000;
 // Sized for the ESP32's heap (hosts/esp32: 6144 slots, 48 KB of chunks): on the simulator, with the same
-// sizes, a reconnect with 24 messages queued went through and one with 32 ran out of chunk memory
-// (docs/reliability.md); 16 leaves room for the TLS handshake and the re-sends.
+// sizes, a reconnect with 32 messages queued went through and one with 40 ran out of chunk memory
+// (docs/reliability.md); 16 leaves room for the application, the TLS handshake and the re-sends.
 export const DEFAULT_QUEUE_LIMIT = 16;
 
 function section(raw: Record<string, unknown>, name: string, required: boolean): Record<string, unknown> {

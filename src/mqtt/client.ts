@@ -14,7 +14,7 @@
  */
 import type {Connection, Host, HostError, TimerHandle} from "../host.js";
 import {AzureIoTError, configError} from "../errors.js";
-import {utf8Encode} from "../encoding.js";
+import {concatBytes, utf8Encode} from "../encoding.js";
 import {DEFAULT_MAX_PACKET_BYTES, encodeConnect, encodeDisconnect, encodePingreq, encodePuback, encodePublish,
 	encodePublishHeader, encodeSubscribe, encodeUnsubscribe, packetSize, PacketParser} from "./codec.js";
 import type {ServerPacket} from "./codec.js";
@@ -324,18 +324,18 @@ export class MqttClient implements MqttSession {
 		const out = this._out;
 		this._out = [];
 		this._end(undefined, false);
-		const {parts, told} = polite ? this._encodeAll(out) : {parts: [], told: out.map(q => q.written)};
+		let told = waitingFor(out);
 		let written = false;
 		if (polite) {
 			// Written after _end so that a failing write cannot call onClose; the host still flushes it before closing.
 			try {
-				for (const part of joined([...parts, encodeDisconnect()])) conn.write(part);
+				told = this._writeAll([...out, {packetId: 0, bytes: encodeDisconnect()}], bytes => conn.write(bytes));
 				written = true;
 			}
 			catch {}
 		}
 		try { conn?.close(); } catch {}
-		for (const tell of told) tell?.(written);
+		for (const tell of told) tell(written);
 	}
 
 	close(): void {
@@ -639,10 +639,22 @@ export class MqttClient implements MqttSession {
 		return true;
 	}
 
-	/** The bytes of queued packets, in order, and whom to tell once written. */
-	private _encodeAll(out: readonly Queued[]): {parts: Uint8Array[]; told: ((written: boolean) => void)[]} {
-		const parts: Uint8Array[] = [], told: ((written: boolean) => void)[] = [];
-		for (const q of out) {
+	/**
+	 * Encodes the queued packets one at a time and hands them to `write` in runs of at most
+	 * JOIN_LIMIT bytes (one TLS record each), so a burst (the queue re-sent after a reconnect) never
+	 * holds all its encoded copies at once. A packet that cannot be encoded rejects its operation
+	 * and is skipped. Returns whom to tell once the writes are done; a throwing `write` stops it.
+	 */
+	private _writeAll(queued: readonly Queued[], write: (bytes: Uint8Array) => void): ((written: boolean) => void)[] {
+		const told: ((written: boolean) => void)[] = [];
+		let run: Uint8Array[] = [], size = 0;
+		const flushRun = () => {
+			if (run.length) write(run.length === 1 ? run[0] : concatBytes(run));
+			run = [];
+			size = 0;
+		};
+		for (let i = 0; i < queued.length; i++) {
+			const q = queued[i];
 			let bytes: Uint8Array | [Uint8Array, Uint8Array];
 			try {
 				bytes = encodeQueued(q);
@@ -658,11 +670,15 @@ export class MqttClient implements MqttSession {
 				else this._log(`mqtt: a packet could not be encoded and was dropped (${error.message})`);
 				continue;
 			}
-			if (bytes instanceof Uint8Array) parts.push(bytes);
-			else parts.push(bytes[0], bytes[1]);
+			for (const part of bytes instanceof Uint8Array ? [bytes] : bytes) {
+				if (size && size + part.length > JOIN_LIMIT) flushRun();
+				run.push(part);
+				size += part.length;
+			}
 			if (q.written) told.push(q.written);
 		}
-		return {parts, told};
+		flushRun();
+		return told;
 	}
 
 	/** The write job: hands every queued packet to the connection. */
@@ -672,26 +688,25 @@ export class MqttClient implements MqttSession {
 		if (this._phase === CLOSED || !conn || !this._out.length) return;
 		const queued = this._out;
 		this._out = [];
-		const {parts: out, told} = this._encodeAll(queued);
-		if (this._phase === CLOSED) { // a rejection's handler closed the session
-			for (const tell of told) tell(false);
-			return;
-		}
 		this._writing = true;
 		let failure: unknown;
+		let told: ((written: boolean) => void)[] = [];
 		try {
-			for (const part of joined(out)) {
-				conn.write(part);
-				if (this._phase === CLOSED) break;
-			}
+			told = this._writeAll(queued, bytes => {
+				// A rejection's handler may have closed the session: nothing more is written then.
+				if (this._phase === CLOSED) throw new Error("the session closed");
+				conn.write(bytes);
+			});
 		}
 		catch (e) {
 			failure = e;
+			// Whoever waits for a packet of this batch learns it was not written.
+			told = waitingFor(queued);
 		}
 		finally {
 			this._writing = false;
 		}
-		if (failure !== undefined)
+		if (failure !== undefined && this._phase !== CLOSED)
 			this._fail(new AzureIoTError("network", `writing to ${this._where} failed (${failure instanceof Error ? failure.message : String(failure)}). Reconnect.`, {retriable: true}));
 		const ok = this._phase !== CLOSED;
 		if (ok) this._armKeepAlive();
@@ -769,29 +784,9 @@ export class MqttClient implements MqttSession {
 	}
 }
 
-/** Joins runs of small packets into single writes (each write becomes one TLS record on the device). */
-function joined(parts: readonly Uint8Array[]): Uint8Array[] {
-	const writes: Uint8Array[] = [];
-	let run: Uint8Array[] = [], size = 0;
-	const close = () => {
-		if (run.length === 1) writes.push(run[0]);
-		else if (run.length > 1) {
-			const one = new Uint8Array(size);
-			let at = 0;
-			for (const p of run) {
-				one.set(p, at);
-				at += p.length;
-			}
-			writes.push(one);
-		}
-		run = [];
-		size = 0;
-	};
-	for (const p of parts) {
-		if (size + p.length > JOIN_LIMIT) close();
-		run.push(p);
-		size += p.length;
-	}
-	close();
-	return writes;
+/** Whom to tell about these queued packets. */
+function waitingFor(queued: readonly Queued[]): ((written: boolean) => void)[] {
+	const told: ((written: boolean) => void)[] = [];
+	for (const q of queued) if (q.written) told.push(q.written);
+	return told;
 }
