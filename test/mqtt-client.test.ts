@@ -649,6 +649,28 @@ test("re-entrant host: onConnect or onClose from inside connect() are handled; o
 	t.false(b.connected);
 });
 
+test("packets asked for in one turn leave together, in order, in writes of at most 1 KB (one TLS record each) unless one packet is larger", async t => {
+	const fake = fakeHost();
+	const client = new MqttClient({host: fake.host, server: fakeServer, clientId: "burst", keepAliveSeconds: 0});
+	await jobs();
+	fake.handlers.onConnect();
+	fake.handlers.onData(generate({cmd: "connack", returnCode: 0, sessionPresent: false}));
+	await jobs();
+	const before = fake.written.length;
+	const sends = [];
+	for (let i = 0; i < 10; i++) sends.push(client.publish(`t/${i}`, "x".repeat(300)));
+	sends.push(client.publish("big", "y".repeat(3000)));
+	sends.push(client.publish("after", "z"));
+	t.is(fake.written.length, before, "nothing is written inside publish()");
+	await Promise.all(sends);
+	const writes = fake.written.slice(before);
+	t.true(writes.length >= 4 && writes.length <= 6, `${writes.length} writes for 12 packets`);
+	for (const w of writes) t.true(w.length <= 1024 || w.length === 3000, `a write of ${w.length} bytes (the large payload goes as it is)`);
+	const topics = fake.sent().filter(p => p.cmd === "publish").map(p => (p as mqttPacket.IPublishPacket).topic);
+	t.deepEqual(topics, [...Array.from({length: 10}, (_, i) => `t/${i}`), "big", "after"]);
+	client.close();
+});
+
 test("one timer keeps every acknowledgement timeout: never before ackTimeoutMs, at most a quarter later; gone when nothing is in flight", async t => {
 	const fake = fakeHost();
 	const client = new MqttClient({host: fake.host, server: fakeServer, clientId: "acks", ackTimeoutMs: 1000, keepAliveSeconds: 0});
