@@ -70,7 +70,9 @@ test("CONNACK 3 that never ends: attempts bounded by the backoff floor, never a 
 	t.log(`${attempts} attempts in 4 s; delays ${h.disconnects.map(d => d.retryInMs).join(", ")} ms`);
 	// Smallest delay is initialMs / 2 = 200 ms: at most 4000 / 200 + 1 attempts; a tight loop makes thousands.
 	t.true(attempts >= 3 && attempts <= 21, `${attempts} attempts in 4 s`);
-	t.is(rig.logCount(device.deviceId, /CONNACK 3/), attempts);
+	// Every attempt got its CONNACK 3, but the last may still have been under way when close() ended it.
+	const refused = rig.logCount(device.deviceId, /CONNACK 3/);
+	t.true(refused === attempts || refused === attempts - 1, `${refused} CONNACK 3 for ${attempts} attempts`);
 	const delays = h.disconnects.map(d => d.retryInMs!);
 	t.true(delays.every(d => d >= 200 && d <= 2000), `every delay within [200, 2000] ms: ${delays.join(", ")}`);
 });

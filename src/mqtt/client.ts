@@ -324,18 +324,23 @@ export class MqttClient implements MqttSession {
 		const out = this._out;
 		this._out = [];
 		this._end(undefined, false);
-		let told = waitingFor(out);
-		let written = false;
-		if (polite) {
-			// Written after _end so that a failing write cannot call onClose; the host still flushes it before closing.
-			try {
-				told = this._writeAll([...out, {packetId: 0, bytes: encodeDisconnect()}], bytes => conn.write(bytes));
-				written = true;
+		// The last writes and the close run as a job of their own, like every write: the caller is often
+		// deep (the end of a DPS registration). Jobs run in order, so a connection the caller opens next
+		// still starts after this one is closed.
+		later(() => {
+			let told = waitingFor(out);
+			let written = false;
+			if (polite) {
+				// Written after _end so that a failing write cannot call onClose; the host still flushes it before closing.
+				try {
+					told = this._writeAll([...out, {packetId: 0, bytes: encodeDisconnect()}], bytes => conn.write(bytes));
+					written = true;
+				}
+				catch {}
 			}
-			catch {}
-		}
-		try { conn?.close(); } catch {}
-		for (const tell of told) tell(written);
+			try { conn?.close(); } catch {}
+			for (const tell of told) tell(written);
+		});
 	}
 
 	close(): void {
@@ -648,13 +653,7 @@ export class MqttClient implements MqttSession {
 	private _writeAll(queued: readonly Queued[], write: (bytes: Uint8Array) => void): ((written: boolean) => void)[] {
 		const told: ((written: boolean) => void)[] = [];
 		let run: Uint8Array[] = [], size = 0;
-		const flushRun = () => {
-			if (run.length) write(run.length === 1 ? run[0] : concatBytes(run));
-			run = [];
-			size = 0;
-		};
-		for (let i = 0; i < queued.length; i++) {
-			const q = queued[i];
+		for (const q of queued) {
 			let bytes: Uint8Array | [Uint8Array, Uint8Array];
 			try {
 				bytes = encodeQueued(q);
@@ -671,13 +670,17 @@ export class MqttClient implements MqttSession {
 				continue;
 			}
 			for (const part of bytes instanceof Uint8Array ? [bytes] : bytes) {
-				if (size && size + part.length > JOIN_LIMIT) flushRun();
+				if (size && size + part.length > JOIN_LIMIT) {
+					write(run.length === 1 ? run[0] : concatBytes(run));
+					run = [];
+					size = 0;
+				}
 				run.push(part);
 				size += part.length;
 			}
 			if (q.written) told.push(q.written);
 		}
-		flushRun();
+		if (run.length) write(run.length === 1 ? run[0] : concatBytes(run));
 		return told;
 	}
 
