@@ -91,7 +91,11 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
 		const simTimes: number[] = [];
 		const simFailures: string[] = [];
 		const simDone = Promise.all(runs.map(run => run.waitFor("bench.assigned", {timeoutMs: o.timeoutMs + 10_000})
-			.then(e => { simTimes.push(Number(e.wall) - startAt); }, (e: Error) => { simFailures.push(e.message.split("\n")[0]); })));
+			.then(e => { simTimes.push(Number(e.wall) - startAt); }, (e: Error) => {
+				// The simulator's last words (the benchmark firmware prints only its JSON events and XS's own lines).
+				const last = run.lines.filter(l => l.trim() && !l.includes("dbus-daemon")).slice(-2).join(" | ");
+				simFailures.push(`${e.message.split("\n")[0]}${last ? ` (last output: ${last.slice(0, 300)})` : " (no output)"}`);
+			})));
 
 		await sleep(Math.max(0, startAt - Date.now()));
 		o.log(`fleet: ${o.devices} Node devices start`);

@@ -61,9 +61,8 @@ export interface MqttSession {
 	subscribe(subscriptions: readonly Subscription[]): Promise<QoS[]>;
 	unsubscribe(topics: readonly string[]): Promise<void>;
 	/**
-	 * Ends the session at once (connected is false, operations still awaiting an acknowledgement
-	 * reject with mqtt.closed); what was already asked for (a PUBLISH, an UNSUBSCRIBE not yet
-	 * written), then DISCONNECT, are written and the connection closed in the next job.
+	 * Sends what was already asked for (a PUBLISH, an UNSUBSCRIBE not yet written), then DISCONNECT,
+	 * and closes. Operations still awaiting an acknowledgement reject with mqtt.closed.
 	 */
 	disconnect(): void;
 	/** Closes at once without DISCONNECT (a dead link, a test). */
