@@ -70,7 +70,7 @@ const DEFAULT_POLL_INTERVAL_MS = 3000;
 
 // State is in TypeScript-private properties, not #private names: XS copies every outer name a
 // function uses, #names included, into its stack frame, so they made every method's frame larger
-// (BENCHMARKS.md, finding 6). Only #o (it holds the key) stay #private.
+// (BENCHMARKS.md, finding 6). Only #o (it holds the key) stays #private.
 export class ProvisioningClient {
 	readonly #o: Required<Pick<ProvisioningOptions, "endpoint" | "port" | "tokenTtlSeconds" | "timeoutMs" | "replyTimeoutMs" | "maxRetries">> & ProvisioningOptions;
 	private _session?: MqttSession;

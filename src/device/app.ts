@@ -39,7 +39,7 @@ const CLOCK_VALID_AFTER = Date.UTC(2024, 0, 1);
 
 // State is in TypeScript-private properties, not #private names: XS copies every outer name a
 // function uses, #names included, into its stack frame, so they made every method's frame larger
-// (BENCHMARKS.md, finding 6). Only #config (it holds the key) stay #private.
+// (BENCHMARKS.md, finding 6). Only #config (it holds the key) stays #private.
 export class Device {
 	private readonly _platform: DevicePlatform;
 	readonly #config: DeviceConfig;
