@@ -111,15 +111,17 @@ export function parseMemory(lines: readonly string[], creation: MemoryReport["cr
 /** The larger figure of each kind over several runs: a peak is what a creation size must hold. */
 export function worstOf(reports: MemoryReport[]): MemoryReport | undefined {
 	if (!reports.length) return undefined;
-	const merge = (ps: (PhaseMemory | undefined)[]): PhaseMemory | undefined => {
-		const list = ps.filter((p): p is PhaseMemory => !!p);
-		if (!list.length) return undefined;
-		const out = {...list[0]};
-		for (const p of list.slice(1))
-			for (const k of Object.keys(out) as (keyof PhaseMemory)[]) out[k] = Math.max(out[k], p[k]);
-		return out;
-	};
-	return {boot: merge(reports.map(r => r.boot)), connect: merge(reports.map(r => r.connect)), steady: merge(reports.map(r => r.steady)), creation: reports[0].creation};
+	return {boot: largestOf(reports.map(r => r.boot)), connect: largestOf(reports.map(r => r.connect)), steady: largestOf(reports.map(r => r.steady)), creation: reports[0].creation};
+}
+
+/** The largest figure of each kind among these phases (or runs). */
+export function largestOf(phases: readonly (PhaseMemory | undefined)[]): PhaseMemory | undefined {
+	const list = phases.filter((p): p is PhaseMemory => !!p);
+	if (!list.length) return undefined;
+	const out = {...list[0]};
+	for (const p of list.slice(1))
+		for (const k of Object.keys(out) as (keyof PhaseMemory)[]) out[k] = Math.max(out[k], p[k]);
+	return out;
 }
 
 /** The ESP32's creation sizes: the SDK's defaults (tools/mcconfig.js filterCreation) and this project's (hosts/esp32/manifest.json). */

@@ -20,7 +20,7 @@ import {simulatorAvailable, type Sdk} from "../tools/sim-runner.js";
 import {runCoreOnce} from "./core.js";
 import type {RunResult} from "./driver.js";
 import {runFleet, type FleetResult} from "./fleet.js";
-import {ESP32_SDK_DEFAULT, SLOT_BYTES_32, SLOT_BYTES_64, parseMemory, worstOf, type MemoryReport, type PhaseMemory} from "./memory.js";
+import {ESP32_SDK_DEFAULT, SLOT_BYTES_32, SLOT_BYTES_64, largestOf, parseMemory, worstOf, type MemoryReport, type PhaseMemory} from "./memory.js";
 import {loadMicrosoftSdk, runMicrosoftOnce} from "./microsoft.js";
 import {measureSize, type SizeReport} from "./size.js";
 import {REPO_ROOT, formatSummary, ratio, startEmulatorProcess, summarize, type EmulatorProcess, type Summary} from "./lib.js";
@@ -175,15 +175,10 @@ async function measure(o: Options, r: Results, emu: EmulatorProcess, sdk: Sdk | 
 		try {
 			log("memory: instrumented build, as the firmware is built today");
 			const asBuilt = await buildMemoryFirmware(sdk, emu, log);
-			r.memory.asBuilt = await memoryRun(sdk, asBuilt, emu, o);
+			r.memory.asBuilt = await memoryRun(o, async () => (await runXsOnce({sdk, soPath: asBuilt.soPath, emu, messages: MEMORY_MESSAGES, window: 1, reconnects: 0, timeoutMs: 180_000})).lines);
 			log("memory: the firmware as it ships, instrumented");
 			const firmware = await buildProductMemoryFirmware(sdk, emu, log);
-			const reports: MemoryReport[] = [];
-			for (let i = 0; i < (o.quick ? 1 : MEMORY_RUNS); i++) {
-				const lines = await runProductMemoryOnce({sdk, soPath: firmware.soPath, emu, messages: FIRMWARE_MEMORY_MESSAGES, timeoutMs: 180_000});
-				reports.push(parseMemory(lines, {chunkInitial: 4096, heapInitialSlots: 256, stackSlots: 4096}));
-			}
-			r.memory.firmware = worstOf(reports);
+			r.memory.firmware = await memoryRun(o, () => runProductMemoryOnce({sdk, soPath: firmware.soPath, emu, messages: FIRMWARE_MEMORY_MESSAGES, timeoutMs: 180_000}));
 		}
 		catch (e) {
 			r.memory.missing = `the instrumented run failed: ${(e as Error).message.split("\n")[0]}`;
@@ -234,12 +229,11 @@ const MEMORY_MESSAGES = 50;
 /** The firmware as it ships sends one message a second (its shortest interval). */
 const FIRMWARE_MEMORY_MESSAGES = 10;
 
-async function memoryRun(sdk: Sdk, build: XsBuild, emu: EmulatorProcess, o: Options): Promise<MemoryReport | undefined> {
+/** Repeats one instrumented boot (its output lines) and keeps the largest figure of each kind. */
+async function memoryRun(o: Options, boot: () => Promise<readonly string[]>): Promise<MemoryReport | undefined> {
 	const reports: MemoryReport[] = [];
-	for (let i = 0; i < (o.quick ? 1 : MEMORY_RUNS); i++) {
-		const run = await runXsOnce({sdk, soPath: build.soPath, emu, messages: MEMORY_MESSAGES, window: 1, reconnects: 0, timeoutMs: 180_000});
-		reports.push(parseMemory(run.lines, {chunkInitial: 4096, heapInitialSlots: 256, stackSlots: 4096}));
-	}
+	for (let i = 0; i < (o.quick ? 1 : MEMORY_RUNS); i++)
+		reports.push(parseMemory(await boot(), {chunkInitial: 4096, heapInitialSlots: 256, stackSlots: 4096}));
 	return worstOf(reports);
 }
 
@@ -315,9 +309,7 @@ function render(r: Results): string {
 	memRows(`XS peak memory, steady state sending telemetry (one at a time, ${MEMORY_MESSAGES} messages), benchmark firmware`, m?.asBuilt, "steady");
 	// One row for the whole run: its phases end on the firmware's own events, which fall between the
 	// once-a-second samples, and a grown heap never shrinks.
-	const whole = m?.firmware && {...m.firmware, steady: [m.firmware.boot, m.firmware.connect, m.firmware.steady].reduce<PhaseMemory | undefined>((a, b) => !a ? b : !b ? a : {
-		...a, slotHeapBytes: Math.max(a.slotHeapBytes, b.slotHeapBytes), chunkHeapBytes: Math.max(a.chunkHeapBytes, b.chunkHeapBytes), stackBytes: Math.max(a.stackBytes, b.stackBytes),
-	}, undefined)};
+	const whole = m?.firmware && {...m.firmware, steady: largestOf([m.firmware.boot, m.firmware.connect, m.firmware.steady])};
 	memRows(`XS peak memory, the firmware as it ships (src/main, Device), over a whole boot: Wi-Fi, clock, DPS, hub, twin read and reported properties, then ${FIRMWARE_MEMORY_MESSAGES} telemetry messages one second apart`, whole, "steady");
 	rows.push(["ESP32 creation sizes compared with", `SDK default: heap ${ESP32_SDK_DEFAULT.heapSlots} slots (${kb(ESP32_SDK_DEFAULT.heapSlots * SLOT_BYTES_32)}), chunk ${kb(ESP32_SDK_DEFAULT.chunkBytes)}, stack ${ESP32_SDK_DEFAULT.stackSlots} slots (${kb(ESP32_SDK_DEFAULT.stackSlots * SLOT_BYTES_32)})` +
 		(esp ? `; this project's hosts/esp32/manifest.json: heap ${esp.heapSlots} slots, chunk ${kb(esp.chunkBytes ?? 0)}, stack ${esp.stackSlots} slots` : ""), "–", "–", "–", "–"]);

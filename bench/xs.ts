@@ -41,9 +41,9 @@ export async function buildProductFirmware(sdk: Sdk, emu: EmulatorProcess, log: 
 }
 
 /** The firmware as it ships (src/main, the Device), instrumented, with small growing heaps. */
-export async function buildProductMemoryFirmware(sdk: Sdk, emu: EmulatorProcess, log: (line: string) => void, name = "firmware-memory"): Promise<XsBuild> {
+export async function buildProductMemoryFirmware(sdk: Sdk, emu: EmulatorProcess, log: (line: string) => void): Promise<XsBuild> {
 	const build = await buildFirmware({
-		sdk, manifest: PRODUCT_MEMORY_MANIFEST, variant: "instrument", buildDir: path.join(BUILD_ROOT, name),
+		sdk, manifest: PRODUCT_MEMORY_MANIFEST, variant: "instrument", buildDir: path.join(BUILD_ROOT, "firmware-memory"),
 		roots: [emu.caDer], settings: settings(emu),
 	});
 	log(`xs: instrumented firmware (as shipped) built in ${build.seconds.toFixed(1)} s`);
@@ -89,8 +89,8 @@ export async function runProductMemoryOnce(o: {sdk: Sdk; soPath: string; emu: Em
  * The instrumented benchmark firmware with small, growing heaps (bench/fixtures/manifest-memory.json).
  * Same wrapper manifest as the runner's (roots as data, settings as config), built with -i.
  */
-export async function buildMemoryFirmware(sdk: Sdk, emu: EmulatorProcess, log: (line: string) => void, variant: {name: string} = {name: "xs-memory"}): Promise<XsBuild> {
-	const buildDir = path.join(BUILD_ROOT, variant.name);
+export async function buildMemoryFirmware(sdk: Sdk, emu: EmulatorProcess, log: (line: string) => void): Promise<XsBuild> {
+	const buildDir = path.join(BUILD_ROOT, "xs-memory");
 	const appDir = path.join(buildDir, "app");
 	const rootsDir = path.join(buildDir, "roots");
 	fs.mkdirSync(appDir, {recursive: true});
@@ -127,7 +127,7 @@ export async function buildMemoryFirmware(sdk: Sdk, emu: EmulatorProcess, log: (
 	const soPath = path.join(buildDir, "bin/lin/mc/instrument/app/mc.so");
 	if (!fs.existsSync(soPath)) throw new Error(`mcconfig -i succeeded but ${soPath} is missing`);
 	const seconds = (Date.now() - started) / 1000;
-	log(`xs: instrumented firmware (${variant.name}) built in ${seconds.toFixed(1)} s`);
+	log(`xs: instrumented benchmark firmware built in ${seconds.toFixed(1)} s`);
 	return {soPath, buildDir, seconds};
 }
 
