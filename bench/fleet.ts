@@ -108,7 +108,7 @@ export async function runFleet(o: FleetOptions): Promise<FleetResult> {
 		const clients: ProvisioningClient[] = [];
 		const nodeDone = Promise.all(nodeIds.map(id => {
 			const client = new ProvisioningClient({
-				host, roots, endpoint: emu.host, port: emu.port, idScope: emu.idScope,
+				adapter: host, roots, endpoint: emu.host, port: emu.port, idScope: emu.idScope,
 				registrationId: id, symmetricKey: keys.get(id)!, timeoutMs: o.timeoutMs,
 			});
 			clients.push(client);

@@ -1,15 +1,15 @@
 /*
  * The Node host with TLS session resumption, for the "reconnect, TLS session resumed" row only:
- * hosts/node/host.ts opens every connection with a full handshake. This wraps its Host and
+ * hosts/node/host.ts opens every connection with a full handshake. This wraps its HostAdapter and
  * replaces connect() with a node:tls connection that offers the last session (ticket) it got from
  * the same host:port, and says whether the server took it. Same trust rules as hosts/node: only
  * the given roots, the name checked.
  */
 import * as tls from "node:tls";
 import {createNodeHost, derToPem} from "../hosts/node/host.js";
-import type {Connection, ConnectionHandlers, ConnectOptions, Host} from "../src/host.js";
+import type {Connection, ConnectionHandlers, ConnectOptions, HostAdapter} from "../src/host.js";
 
-export interface ResumingHost extends Host {
+export interface ResumingHost extends HostAdapter {
 	/** Connections made, and how many of them resumed a session. */
 	readonly counts: {connections: number; resumed: number};
 }

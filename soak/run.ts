@@ -18,8 +18,8 @@ import * as path from "node:path";
 import * as readline from "node:readline";
 import {fileURLToPath} from "node:url";
 import {Command, InvalidArgumentError} from "commander";
-import {Device, type DeviceEvent} from "../src/device/app.js";
-import {validateDeviceConfig} from "../src/device/config.js";
+import {startReference} from "../firmware/reference.js";
+import type {DeviceEvent} from "../src/device.js";
 import {ProvisioningClient} from "../src/dps.js";
 import {createNodeHost, readRoots} from "../hosts/node/host.js";
 import {createNodePlatform} from "../hosts/node/platform.js";
@@ -184,14 +184,10 @@ async function main(): Promise<number> {
 		const registrationId = `soak-${process.pid}`;
 		const {symmetricKey} = await api<{symmetricKey: string}>("POST", "/enrollments", {registrationId});
 		// A device that was provisioned before: it boots from its cached assignment.
-		const result = await new ProvisioningClient({host: createNodeHost(), roots, endpoint: ready.host, port: ready.port, idScope: ready.idScope, registrationId, symmetricKey}).register();
+		const result = await new ProvisioningClient({adapter: createNodeHost(), roots, endpoint: ready.host, port: ready.port, idScope: ready.idScope, registrationId, symmetricKey}).register();
 		const deviceId = result.deviceId!;
-		const config = validateDeviceConfig({
-			dps: {host: ready.host, port: ready.port, idScope: ready.idScope, registrationId, symmetricKey},
-			hub: {port: ready.port}, telemetry: {intervalMs: options.intervalMs},
-		});
 		const storageFile = path.join(work, "prefs.json");
-		fs.writeFileSync(storageFile, JSON.stringify({"dps.hub": result.assignedHub, "dps.device": deviceId, "dps.regid": `${config.dps.idScope}/${registrationId}@${config.dps.host}`}));
+		fs.writeFileSync(storageFile, JSON.stringify({"dps.hub": result.assignedHub, "dps.device": deviceId, "dps.regid": `${ready.idScope}/${registrationId}@${ready.host}`}));
 		const dpsBefore = (await api<{devices: {[id: string]: {dpsRegisterRequests: number; dpsPollRequests: number; dpsConnects: number}}}>("GET", "/stats")).devices[registrationId];
 
 		const {length, phases} = cycle(options.downSeconds);
@@ -201,8 +197,10 @@ async function main(): Promise<number> {
 		memory.startHeap = process.memoryUsage().heapUsed;
 		const sampler = setInterval(sampleMemory, 1000);
 		const deviceStarted = Date.now();
-		const device = new Device({platform: createNodePlatform({roots, emit: onEvent, print: () => {}, storageFile}), config});
-		void device.start();
+		const device = startReference(createNodePlatform({
+			roots, emit: onEvent, print: () => {}, storageFile,
+			settings: {dpsHost: ready.host, dpsPort: ready.port, idScope: ready.idScope, registrationId, symmetricKey, hubPort: ready.port, intervalMs: options.intervalMs},
+		}));
 
 		const end = Date.now() + options.minutes * 60_000;
 		let next = 0;
@@ -248,7 +246,7 @@ async function main(): Promise<number> {
 		}
 		clearInterval(sampler);
 		sampleMemory();
-		await device.stop();
+		device.close();
 		const stats = await api<{hubConnects: number; devices: {[id: string]: {dpsRegisterRequests: number; dpsPollRequests: number; dpsConnects: number; hubConnects: number; telemetry: number}}}>("GET", "/stats");
 
 		const inWindow = received.filter(r => Number(r.properties.seq) <= cutoff);

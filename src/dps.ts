@@ -5,8 +5,8 @@
  * retry-after, so that a fleet never storms DPS. 401/403/404, "failed" and "disabled" end it at once
  * with an error that says what to fix.
  */
-import type {Host} from "./host.js";
-import {AzureIoTError} from "./errors.js";
+import type {HostAdapter} from "./host.js";
+import {AzureIoTError, configError} from "./errors.js";
 import {dpsPassword} from "./sas.js";
 import {utf8Decode} from "./encoding.js";
 import {Backoff} from "./backoff.js";
@@ -15,10 +15,10 @@ import type {MqttClientOptions, MqttMessage, MqttSession} from "./mqtt/types.js"
 import {
 	DPS_RESPONSE_FILTER, dpsUsername, parseErrorBody, parseOperationReply, parseReplyTopic, pollTopic, registerTopic,
 	type RegistrationResult,
-} from "./dps-topics.js";
-import {checkHostName, checkIdScope, checkKey, checkPort, checkRegistrationId, checkRoots} from "./validate.js";
+} from "./dps/topics.js";
+import {checkHostName, checkIdScope, checkKey, checkModelId, checkPort, checkPositive, checkRegistrationId, checkRoots} from "./validate.js";
 
-export type {RegistrationResult} from "./dps-topics.js";
+export type {RegistrationResult} from "./dps/topics.js";
 
 export const DPS_GLOBAL_ENDPOINT = "global.azure-devices-provisioning.net";
 
@@ -30,11 +30,15 @@ export interface ProvisioningStatus {
 }
 
 export interface ProvisioningOptions {
-	host: Host;
+	adapter: HostAdapter;
 	idScope: string;
 	registrationId: string;
-	/** The device's key: the enrollment's key, or for a group the key derived from the group key. */
-	symmetricKey: string;
+	/** The device's key: the enrollment's key, or for a group the key derived from the group key. Leave it out with X.509. */
+	symmetricKey?: string;
+	/** X.509 attestation: the device's certificate (CN = registrationId) first, then the intermediates up to the group's verified CA (DER). */
+	clientCertificates?: readonly Uint8Array[];
+	/** X.509: the certificate's key, unencrypted PKCS#8 DER, RSA. */
+	clientKey?: Uint8Array;
 	roots: readonly Uint8Array[];
 	endpoint?: string;
 	port?: number;
@@ -49,6 +53,8 @@ export interface ProvisioningOptions {
 	replyTimeoutMs?: number;
 	/** Retries of retriable failures before giving up. Default 12. */
 	maxRetries?: number;
+	/** Sent as `ClientVersion` in the user name, as the Embedded C SDK does; default none. */
+	clientVersion?: string;
 	onStatus?(status: ProvisioningStatus): void;
 	/** Test seam: how MQTT sessions are made. */
 	createSession?(options: MqttClientOptions): MqttSession;
@@ -68,11 +74,79 @@ const MIN_POLL_INTERVAL_MS = 1000;
 
 const DEFAULT_POLL_INTERVAL_MS = 3000;
 
+/** Checked options: what the client works with. */
+interface Checked {
+	adapter: HostAdapter;
+	idScope: string;
+	registrationId: string;
+	symmetricKey?: string;
+	clientCertificates?: readonly Uint8Array[];
+	clientKey?: Uint8Array;
+	roots: readonly Uint8Array[];
+	endpoint: string;
+	port: number;
+	payload?: unknown;
+	modelId?: string;
+	tokenTtlSeconds: number;
+	timeoutMs: number;
+	replyTimeoutMs: number;
+	maxRetries: number;
+	clientVersion?: string;
+	onStatus?: (status: ProvisioningStatus) => void;
+	createSession: (options: MqttClientOptions) => MqttSession;
+}
+
+function checkOptions(options: ProvisioningOptions): Checked {
+	if (!options || typeof options !== "object") throw configError("options", "is missing", "Pass one options object to new ProvisioningClient()");
+	const adapter = options.adapter;
+	if (!adapter || typeof adapter.setTimer !== "function" || typeof adapter.hmacSha256 !== "function")
+		throw configError("adapter", "is missing or incomplete", "Pass the platform's host adapter (hosts/node or hosts/moddable)");
+	const checked: Checked = {
+		adapter,
+		idScope: checkIdScope(options.idScope),
+		registrationId: checkRegistrationId(options.registrationId),
+		roots: checkRoots(options.roots),
+		endpoint: checkHostName(options.endpoint ?? DPS_GLOBAL_ENDPOINT, "endpoint"),
+		port: checkPort(options.port ?? 8883, "port"),
+		tokenTtlSeconds: Math.floor(checkPositive(options.tokenTtlSeconds ?? 3600, "tokenTtlSeconds", 60, 365 * 24 * 3600)),
+		timeoutMs: checkPositive(options.timeoutMs ?? 5 * 60_000, "timeoutMs", 1, 24 * 3600_000),
+		replyTimeoutMs: checkPositive(options.replyTimeoutMs ?? 30_000, "replyTimeoutMs", 1, 3600_000),
+		maxRetries: Math.floor(checkPositive(options.maxRetries ?? 12, "maxRetries", 0, 10_000)),
+		createSession: options.createSession ?? ((o: MqttClientOptions) => new MqttClient(o)),
+	};
+	if (options.clientCertificates !== undefined) {
+		if (options.symmetricKey !== undefined)
+			throw configError("symmetricKey", "is given together with clientCertificates", "Use one attestation: the X.509 certificate, or the symmetric key");
+		const certificates = options.clientCertificates;
+		if (!Array.isArray(certificates) || !certificates.length || !certificates.every(c => c instanceof Uint8Array && c.length > 0))
+			throw configError("clientCertificates", "is not a list of DER certificates", "Give the device's certificate first, then any intermediates, each as DER bytes");
+		if (!(options.clientKey instanceof Uint8Array) || !options.clientKey.length)
+			throw configError("clientKey", "is missing", "Give the certificate's private key as unencrypted PKCS#8 DER");
+		checked.clientCertificates = certificates;
+		checked.clientKey = options.clientKey;
+	}
+	else checked.symmetricKey = checkKey(options.symmetricKey);
+	if (options.payload !== undefined) checked.payload = options.payload;
+	if (options.modelId !== undefined && options.modelId !== "") checked.modelId = checkModelId(options.modelId);
+	if (options.clientVersion !== undefined) {
+		if (typeof options.clientVersion !== "string" || options.clientVersion.length > 128)
+			throw configError("clientVersion", "is not a short string", "Give a name/version such as my-product/1.2, or leave it out");
+		if (options.clientVersion) checked.clientVersion = options.clientVersion;
+	}
+	if (options.onStatus !== undefined) {
+		if (typeof options.onStatus !== "function") throw configError("onStatus", "is not a function", "Give a callback, or leave it out");
+		checked.onStatus = options.onStatus;
+	}
+	return checked;
+}
+
+const STATUSES: readonly string[] = Object.freeze(["unassigned", "assigning", "assigned", "failed", "disabled"]);
+
 // State is in TypeScript-private properties, not #private names: XS copies every outer name a
 // function uses, #names included, into its stack frame, so they made every method's frame larger
 // (BENCHMARKS.md, finding 6). Only #o (it holds the key) stays #private.
 export class ProvisioningClient {
-	readonly #o: Required<Pick<ProvisioningOptions, "endpoint" | "port" | "tokenTtlSeconds" | "timeoutMs" | "replyTimeoutMs" | "maxRetries">> & ProvisioningOptions;
+	readonly #o: Checked;
 	private _session?: MqttSession;
 	/** The request awaiting its reply: a dropped connection fails it. */
 	private _waiting?: {rid: string; resolve(r: Reply): void; reject(e: AzureIoTError): void};
@@ -86,51 +160,39 @@ export class ProvisioningClient {
 	readonly counts = {register: 0, poll: 0, connects: 0};
 
 	constructor(options: ProvisioningOptions) {
-		if (!options || !options.host) throw new AzureIoTError("config", "host: no host adapter given. Pass the platform's Host (hosts/node or hosts/moddable)");
-		checkIdScope(options.idScope);
-		checkRegistrationId(options.registrationId);
-		checkKey(options.symmetricKey);
-		checkRoots(options.roots);
-		this.#o = {
-			endpoint: checkHostName(options.endpoint ?? DPS_GLOBAL_ENDPOINT, "endpoint"),
-			port: checkPort(options.port ?? 8883, "port"),
-			tokenTtlSeconds: 3600,
-			timeoutMs: 5 * 60_000,
-			replyTimeoutMs: 30_000,
-			maxRetries: 12,
-			...options,
-		};
-		this._ridCounter = Math.floor(options.host.random() * 1e6);
+		// Checked once, and only the checked values are kept: nothing of the raw options reaches the session.
+		this.#o = checkOptions(options);
+		this._ridCounter = Math.floor(this.#o.adapter.random() * 1e6);
 	}
 
 	/** Registers and resolves with the assignment. Rejects with an AzureIoTError saying what failed. */
 	async register(): Promise<RegistrationResult> {
 		if (this._busy) throw new AzureIoTError("config", "register(): a registration is already under way. Await it before calling again");
-		if (this._closed) throw new AzureIoTError("hub.closed", "register(): this ProvisioningClient was closed. Make a new one");
+		if (this._closed) throw new AzureIoTError("dps.closed", "register(): this ProvisioningClient was closed. Make a new one");
 		this._busy = true;
 		// The rest runs as promise jobs on a fresh stack: the first, synchronous part of an async call
 		// holds two frames of it in XS, and the TLS client's set-up would stack on top of them.
 		await null;
 		const o = this.#o;
-		const deadline = o.host.now() + o.timeoutMs;
+		const deadline = o.adapter.now() + o.timeoutMs;
 		let operationId: string | undefined;
 		let retries = 0;
-		const backoff = new Backoff({initialMs: BACKOFF_INITIAL_MS, maxMs: BACKOFF_MAX_MS}, () => o.host.random());
+		const backoff = new Backoff({initialMs: BACKOFF_INITIAL_MS, maxMs: BACKOFF_MAX_MS}, () => o.adapter.random());
 		let throttled = 0;
 		let attempt = 0;
 		const retry = async (error: AzureIoTError, retryAfterSeconds?: number) => {
 			if (++retries > o.maxRetries)
 				throw new AzureIoTError(error.code === "dps.badReply" ? "dps.badReply" : "dps.timeout",
 					`DPS registration gave up after ${o.maxRetries} retries; the last failure: ${error.message}`, {status: error.status});
-			const delay = retryAfterSeconds !== undefined ? throttleDelay(retryAfterSeconds, ++throttled, () => o.host.random()) : backoff.next();
-			if (o.host.now() + delay > deadline)
+			const delay = retryAfterSeconds !== undefined ? throttleDelay(retryAfterSeconds, ++throttled, () => o.adapter.random()) : backoff.next();
+			if (o.adapter.now() + delay > deadline)
 				throw new AzureIoTError("dps.timeout", `DPS registration did not finish within ${Math.round(o.timeoutMs / 1000)} s; the last failure: ${error.message}`, {status: error.status});
 			o.onStatus?.({state: "retrying", attempt, retryAfterMs: delay, reason: error.message});
 			await this._sleep(delay);
 		};
 		try {
 			for (;;) {
-				if (this._closed) throw new AzureIoTError("hub.closed", "register(): the client was closed during registration");
+				if (this._closed) throw new AzureIoTError("dps.closed", "register(): the client was closed during registration");
 				attempt++;
 				let reply: Reply;
 				try {
@@ -177,6 +239,9 @@ export class ProvisioningClient {
 						return result;
 					}
 					if (status === "failed" || status === "disabled") throw terminal(status, parsed.result, o.registrationId);
+					// A status DPS does not define: polling on could not end well.
+					if (!STATUSES.includes(status))
+						throw new AzureIoTError("dps.badReply", `DPS answered with the registration status ${JSON.stringify(status.slice(0, 40))}, which it does not define (unassigned, assigning, assigned, failed, disabled); stopped rather than poll on. Check the endpoint (a DPS instance, api-version ${"2019-03-31"})`);
 					// unassigned or assigning: poll after the server's delay
 					if (operationId === undefined) {
 						await retry(new AzureIoTError("dps.badReply", "DPS accepted the registration but gave no operationId", {retriable: true}));
@@ -184,7 +249,7 @@ export class ProvisioningClient {
 					}
 					const wait = reply.retryAfter !== undefined ? reply.retryAfter * 1000 : DEFAULT_POLL_INTERVAL_MS;
 					const delay = Math.max(wait, MIN_POLL_INTERVAL_MS);
-					if (o.host.now() + delay > deadline)
+					if (o.adapter.now() + delay > deadline)
 						throw new AzureIoTError("dps.timeout", `DPS was still assigning after ${Math.round(o.timeoutMs / 1000)} s. Check the DPS instance's linked hubs and allocation policy`);
 					await this._sleep(delay);
 					continue;
@@ -203,7 +268,7 @@ export class ProvisioningClient {
 	/** Stops a registration under way (it rejects) and frees the connection. */
 	close(): void {
 		this._closed = true;
-		this._cancel?.(new AzureIoTError("hub.closed", "the provisioning client was closed"));
+		this._cancel?.(new AzureIoTError("dps.closed", "the provisioning client was closed"));
 		this._finish();
 	}
 
@@ -220,16 +285,17 @@ export class ProvisioningClient {
 		const o = this.#o;
 		o.onStatus?.({state: "connecting", attempt});
 		this.counts.connects++;
-		const expiry = Math.floor(o.host.now() / 1000) + o.tokenTtlSeconds;
+		const expiry = Math.floor(o.adapter.now() / 1000) + o.tokenTtlSeconds;
 		const session = await new Promise<MqttSession>((resolve, reject) => {
 			let settled = false;
 			const options: MqttClientOptions = {
-				host: o.host,
+				adapter: o.adapter,
 				server: {host: o.endpoint, port: o.port, roots: o.roots},
 				clientId: o.registrationId,
-				username: dpsUsername(o.idScope, o.registrationId),
-				password: dpsPassword(o.idScope, o.registrationId, o.symmetricKey, expiry, o.host.hmacSha256),
+				username: dpsUsername(o.idScope, o.registrationId, o.clientVersion),
 				clean: true,
+				// DPS replies are small: anything larger is not a registration result this device could use.
+				maxIncomingPacketBytes: 16 * 1024,
 				keepAliveSeconds: 60,
 				connectTimeoutMs: o.replyTimeoutMs,
 				ackTimeoutMs: o.replyTimeoutMs,
@@ -252,7 +318,13 @@ export class ProvisioningClient {
 				settled = true;
 				reject(e);
 			};
-			const s = (o.createSession ?? ((x: MqttClientOptions) => new MqttClient(x)))(options);
+			// X.509: the certificate attests; DPS needs no password.
+			if (o.symmetricKey !== undefined) options.password = dpsPassword(o.idScope, o.registrationId, o.symmetricKey, expiry, o.adapter.hmacSha256);
+			else {
+				options.server.clientCertificates = o.clientCertificates;
+				options.server.clientKey = o.clientKey;
+			}
+			const s = o.createSession(options);
 			this._session = s;
 		});
 		this._cancel = undefined;
@@ -262,14 +334,14 @@ export class ProvisioningClient {
 
 	private _request(session: MqttSession, rid: string, topic: string, body: string): Promise<Reply> {
 		return new Promise<Reply>((resolve, reject) => {
-			const timer = this.#o.host.setTimer(() => {
+			const timer = this.#o.adapter.setTimer(() => {
 				this._timers.delete(timer);
 				done();
 				reject(new AzureIoTError("mqtt.timeout", `DPS did not answer within ${this.#o.replyTimeoutMs / 1000} s`, {retriable: true}));
 			}, this.#o.replyTimeoutMs);
 			this._timers.add(timer);
 			const done = () => {
-				this.#o.host.clearTimer(timer);
+				this.#o.adapter.clearTimer(timer);
 				this._timers.delete(timer);
 				if (this._waiting?.rid === rid) this._waiting = undefined;
 				this._cancel = undefined;
@@ -287,19 +359,24 @@ export class ProvisioningClient {
 	private _onMessage(message: MqttMessage): void {
 		const topic = parseReplyTopic(message.topic);
 		if (!topic || !this._waiting || topic.rid !== this._waiting.rid) return; // a late reply to an abandoned request
+		if (message.dropped) {
+			this._waiting.reject(new AzureIoTError("dps.badReply",
+				`DPS sent a reply of ${message.size} bytes (status ${topic.status}), more than this device takes (16 KB); it was not read. A registration result is far smaller: check the enrollment's custom allocation payload`));
+			return;
+		}
 		this._waiting.resolve({status: topic.status, retryAfter: topic.retryAfter, body: utf8Decode(message.payload)});
 	}
 
 	private _sleep(ms: number): Promise<void> {
 		return new Promise((resolve, reject) => {
-			const timer = this.#o.host.setTimer(() => {
+			const timer = this.#o.adapter.setTimer(() => {
 				this._timers.delete(timer);
 				this._cancel = undefined;
 				resolve();
 			}, ms);
 			this._timers.add(timer);
 			this._cancel = e => {
-				this.#o.host.clearTimer(timer);
+				this.#o.adapter.clearTimer(timer);
 				this._timers.delete(timer);
 				this._cancel = undefined;
 				reject(e);
@@ -314,7 +391,7 @@ export class ProvisioningClient {
 	}
 
 	private _finish(): void {
-		for (const t of this._timers) this.#o.host.clearTimer(t);
+		for (const t of this._timers) this.#o.adapter.clearTimer(t);
 		this._timers.clear();
 		const s = this._session;
 		this._session = undefined;

@@ -22,11 +22,14 @@ export type ErrorCode =
 	| "dps.badReply"      // malformed reply from DPS
 	| "dps.timeout"       // gave up after the configured time or attempts
 	| "dps.rejected"      // any other 4xx
+	| "dps.closed"        // the provisioning client was closed
 	| "hub.unauthorized"  // CONNACK 4/5: credentials refused or device gone: re-provision
 	| "hub.unavailable"   // CONNACK 3
 	| "hub.badReply"      // malformed twin or method reply
 	| "hub.rejected"      // twin request answered with a non-2xx status
 	| "hub.closed"        // the client was closed
+	| "hub.tooLarge"      // the hub sent more than the device's limit for that kind of message: refused, not buffered
+	| "device.closed"     // the Device was closed
 	| "queue.full";       // the outbound queue is full: the message was not accepted
 
 export class AzureIoTError extends Error {

@@ -12,6 +12,10 @@ export interface ConnectOptions {
 	roots: readonly Uint8Array[];
 	/** Name checked against the server certificate and sent as SNI; defaults to host. */
 	serverName?: string;
+	/** X.509 client identity: the leaf certificate first, then any intermediates, each DER. */
+	clientCertificates?: readonly Uint8Array[];
+	/** The leaf's private key: unencrypted PKCS#8 DER (RSA: the SDK's TLS signs with RSA only). */
+	clientKey?: Uint8Array;
 }
 
 /** Why a connection ended, as the host saw it. */
@@ -45,7 +49,8 @@ export interface Storage {
 	delete(key: string): void;
 }
 
-export interface Host {
+/** The host adapter: everything the core needs from the platform it runs on. */
+export interface HostAdapter {
 	connect(options: ConnectOptions, handlers: ConnectionHandlers): Connection;
 	setTimer(callback: () => void, ms: number): TimerHandle;
 	clearTimer(handle: TimerHandle | undefined): void;

@@ -1,6 +1,7 @@
 /*
- * Query strings in topics and property bags (`a=1&b=2`), shared by DPS and hub parsing. Server
- * text is untrusted: a malformed escape keeps its raw text instead of throwing.
+ * Query strings in topics and property bags (`a=1&b=2`), shared by DPS and hub parsing, and the
+ * percent-encoding Azure's clients use. Server text is untrusted: a malformed escape keeps its raw
+ * text instead of throwing.
  */
 
 function decode(text: string): string {
@@ -26,4 +27,18 @@ export function parseQuery(query: string): Record<string, string> {
 	return out;
 }
 
+/**
+ * Percent-encoding as Microsoft's SDKs do it: encodeURIComponent plus `! ' ( ) *`, which it leaves
+ * alone (azure-iot-common's encodeUriComponentStrict, the Embedded C SDK's URL encoder). A SAS
+ * token signs its `sr` as sent, so for a device id such as `a(1)` only this encoding gives the
+ * signature Azure's own clients give. Throws URIError on lone surrogates.
+ */
+export function encodeComponent(text: string): string {
+	return encodeURIComponent(text).replace(/[!'()*]/g, c => "%" + c.charCodeAt(0).toString(16).toUpperCase());
+}
+
 export {decode as decodeComponent};
+
+Object.freeze(parseQuery);
+Object.freeze(encodeComponent);
+Object.freeze(decode);

@@ -5,6 +5,7 @@
  */
 import {base64Decode, base64Encode, utf8Encode} from "./encoding.js";
 import {configError} from "./errors.js";
+import {encodeComponent} from "./query.js";
 
 export type HmacSha256 = (key: Uint8Array, message: Uint8Array) => Uint8Array;
 
@@ -29,10 +30,11 @@ export function decodeKey(key: string, field = "symmetricKey"): Uint8Array {
 
 export function sasToken(options: SasOptions): string {
 	const expiry = Math.floor(options.expiry);
-	const sr = encodeURIComponent(options.resourceUri);
+	// Encoded as Microsoft's SDKs encode it (src/query.ts), so that the signature over `sr` is theirs.
+	const sr = encodeComponent(options.resourceUri);
 	const signature = base64Encode(options.hmac(decodeKey(options.key), utf8Encode(sr + "\n" + expiry)));
-	let token = `SharedAccessSignature sr=${sr}&sig=${encodeURIComponent(signature)}&se=${expiry}`;
-	if (options.keyName) token += `&skn=${encodeURIComponent(options.keyName)}`;
+	let token = `SharedAccessSignature sr=${sr}&sig=${encodeComponent(signature)}&se=${expiry}`;
+	if (options.keyName) token += `&skn=${encodeComponent(options.keyName)}`;
 	return token;
 }
 

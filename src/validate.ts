@@ -6,6 +6,10 @@ import {configError} from "./errors.js";
 import {decodeKey} from "./sas.js";
 
 const REGISTRATION_ID = /^[A-Za-z0-9\-._:]{1,128}$/;
+/** IoT Hub device ids: ASCII letters, digits and these: - . + % _ # * ? ! ( ) , : = @ $ ' */
+const DEVICE_ID = /^[A-Za-z0-9\-.+%_#*?!(),:=@$']{1,128}$/;
+/** DTDL v2 model ids: dtmi:<segment>(:<segment>)*;<version>, segments of letters, digits and _ starting with a letter. */
+const MODEL_ID = /^dtmi:[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?(?::[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?)*;[1-9][0-9]{0,8}$/;
 
 export function checkRegistrationId(value: unknown, field = "registrationId"): string {
 	if (typeof value !== "string" || value.length === 0)
@@ -16,6 +20,26 @@ export function checkRegistrationId(value: unknown, field = "registrationId"): s
 		const bad = [...value].find(c => !/[A-Za-z0-9\-._:]/.test(c)) ?? "?";
 		throw configError(field, `contains ${JSON.stringify(bad)}, which DPS refuses`, "Use only letters, digits and - . _ : (lowercase recommended)");
 	}
+	if (!/[A-Za-z0-9-]$/.test(value))
+		throw configError(field, `ends in ${JSON.stringify(value.slice(-1))}, which DPS refuses`, "End the registration id with a letter, a digit or -");
+	return value;
+}
+
+export function checkDeviceId(value: unknown, field = "deviceId"): string {
+	if (typeof value !== "string" || !value)
+		throw configError(field, "is missing", "Set it to the deviceId that DPS assigned (RegistrationResult.deviceId)");
+	if (!DEVICE_ID.test(value))
+		throw configError(field, `${JSON.stringify(value.slice(0, 64))} is not a valid IoT Hub device id`,
+			"Use at most 128 letters, digits and - . + % _ # * ? ! ( ) , : = @ $ '");
+	if (/[+#]/.test(value))
+		throw configError(field, `${JSON.stringify(value.slice(0, 64))} holds + or #, which IoT Hub allows in device ids but MQTT does not allow in the topics that carry them`,
+			"Give the device an id without + and # (in its DPS enrollment or its registration id)");
+	return value;
+}
+
+export function checkModelId(value: unknown, field = "modelId"): string {
+	if (typeof value !== "string" || !MODEL_ID.test(value))
+		throw configError(field, `${JSON.stringify(String(value).slice(0, 80))} is not a DTDL model id`, "Use the form dtmi:com:example:Thermostat;1, or leave it out");
 	return value;
 }
 

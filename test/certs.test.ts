@@ -43,15 +43,16 @@ for (const root of PINNED) {
 	});
 }
 
-test("the firmware manifest trusts exactly the pinned roots in production", t => {
-	const manifest = readJson("manifest.json");
+test("the library manifest, which every application includes, trusts exactly the pinned roots in production", t => {
+	const manifest = readJson("src/manifest.json");
 	const data: string[] = manifest.data["*"];
-	t.deepEqual([...data].sort(), ["./certs/digicert-global-root-g2", "./certs/microsoft-rsa-root-2017"]);
+	t.deepEqual([...data].sort(), ["../certs/digicert-global-root-g2", "../certs/microsoft-rsa-root-2017"]);
+	t.deepEqual(readJson("manifest.json").include, ["./src/manifest.json"], "the reference firmware is built on the library");
 	t.deepEqual(String(manifest.config.roots).split(",").sort(), ["digicert-global-root-g2.der", "microsoft-rsa-root-2017.der"]);
 });
 
 test("no manifest of the firmware mentions the expired Baltimore root or adds the SDK's certificate store", t => {
-	const files = ["manifest.json", "hosts/moddable/manifest.json", "hosts/esp32/manifest.json", "hosts/sim/manifest.json"];
+	const files = ["manifest.json", "src/manifest.json", "hosts/moddable/manifest.json", "hosts/esp32/manifest.json", "hosts/sim/manifest.json"];
 	for (const file of files) {
 		const text = fs.readFileSync(path.join(ROOT, file), "utf8");
 		t.notRegex(text, /baltimore/i, file);

@@ -1,5 +1,5 @@
 import test from "ava";
-import {dpsUsername, parseErrorBody, parseOperationReply, parseReplyTopic, pollTopic, registerTopic} from "../src/dps-topics.js";
+import {dpsUsername, parseErrorBody, parseOperationReply, parseReplyTopic, pollTopic, registerTopic} from "../src/dps/topics.js";
 import {AzureIoTError} from "../src/errors.js";
 
 test("topics and username are Azure's", t => {

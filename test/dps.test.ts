@@ -16,7 +16,7 @@ function setup(extra: Partial<ProvisioningOptions> = {}) {
 	const host = new FakeHost();
 	const factory = sessionFactory();
 	const client = new ProvisioningClient({
-		host, idScope: SCOPE, registrationId: REG, symmetricKey: KEY, roots: [new Uint8Array([1])],
+		adapter: host, idScope: SCOPE, registrationId: REG, symmetricKey: KEY, roots: [new Uint8Array([1])],
 		endpoint: "dps.example", createSession: factory.createSession, ...extra,
 	});
 	let outcome: {result?: Awaited<ReturnType<ProvisioningClient["register"]>>; error?: AzureIoTError} | undefined;
@@ -281,13 +281,13 @@ test("close() during a retry delay ends register() at once and clears its timers
 	await settle();
 	client.close();
 	await done;
-	t.is(outcome()!.error!.code, "hub.closed");
+	t.is(outcome()!.error!.code, "dps.closed");
 	t.deepEqual(host.timers, []);
 });
 
 test("bad options are refused before anything connects", t => {
 	const host = new FakeHost();
-	const base = {host, idScope: SCOPE, registrationId: REG, symmetricKey: KEY, roots: [new Uint8Array([1])]};
+	const base = {adapter: host, idScope: SCOPE, registrationId: REG, symmetricKey: KEY, roots: [new Uint8Array([1])]};
 	t.throws(() => new ProvisioningClient({...base, idScope: ""}), {message: /idScope: is missing/});
 	t.throws(() => new ProvisioningClient({...base, registrationId: "a/b"}), {message: /registrationId: contains "\/"/});
 	t.throws(() => new ProvisioningClient({...base, symmetricKey: "!!"}), {message: /symmetricKey: is not valid base64/});

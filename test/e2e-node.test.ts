@@ -9,8 +9,7 @@ import * as path from "node:path";
 import {ProvisioningClient} from "../src/dps.js";
 import {HubClient} from "../src/hub.js";
 import {deriveDeviceKey} from "../src/sas.js";
-import {Device} from "../src/device/app.js";
-import {validateDeviceConfig} from "../src/device/config.js";
+import {startReference} from "../firmware/reference.js";
 import {EventLog, eventually, nodePlatform, startRig, uniqueId, type Rig} from "./helpers/e2e.js";
 
 let rig: Rig;
@@ -19,7 +18,7 @@ test.after.always(async () => { await rig?.emulator.close(); });
 
 function provisioning(registrationId: string, symmetricKey: string, extra: Partial<ConstructorParameters<typeof ProvisioningClient>[0]> = {}) {
 	return new ProvisioningClient({
-		host: rig.host, roots: rig.roots, endpoint: rig.emulator.host, port: rig.emulator.port,
+		adapter: rig.host, roots: rig.roots, endpoint: rig.emulator.host, port: rig.emulator.port,
 		idScope: rig.emulator.idScope, registrationId, symmetricKey, ...extra,
 	});
 }
@@ -64,7 +63,7 @@ test("hub: telemetry, cloud-to-device, twin, desired updates and a direct method
 	const c2d: {text: string; properties: Record<string, string>}[] = [];
 	const desired: [Record<string, unknown>, number][] = [];
 	const hub = new HubClient({
-		host: rig.host, roots: rig.roots, hubName: result.assignedHub!, deviceId: result.deviceId!, symmetricKey,
+		adapter: rig.host, roots: rig.roots, hubHost: result.assignedHub!, deviceId: result.deviceId!, symmetricKey,
 		port: rig.emulator.port, modelId: "dtmi:com:example:Thermostat;1",
 		onMessage: m => { c2d.push({text: m.text(), properties: m.properties}); },
 		onDesired: (patch, version) => { desired.push([patch, version]); },
@@ -116,16 +115,11 @@ test("device: the whole flow, then a restart connects to the cached hub without 
 	const {symmetricKey} = rig.emulator.addEnrollment({registrationId: id});
 	const dir = fs.mkdtempSync(path.join(os.tmpdir(), "azure-device-"));
 	const storage = path.join(dir, "prefs.json");
-	const config = validateDeviceConfig({
-		dps: {host: rig.emulator.host, port: rig.emulator.port, idScope: rig.emulator.idScope, registrationId: id, symmetricKey},
-		hub: {port: rig.emulator.port},
-		telemetry: {intervalMs: 1000},
-	});
+	const settings = {dpsHost: rig.emulator.host, dpsPort: rig.emulator.port, idScope: rig.emulator.idScope, registrationId: id, symmetricKey, hubPort: rig.emulator.port, intervalMs: 1000};
 	const log = new EventLog();
 	const lines: string[] = [];
-	const device = new Device({platform: nodePlatform(rig, log, storage, lines), config});
+	const device = startReference(nodePlatform(rig, log, storage, lines, settings));
 	try {
-		void device.start();
 		const assigned = await log.waitFor("dps.assigned");
 		t.is(assigned.deviceId, id);
 		t.is(assigned.status, "assigned");
@@ -150,14 +144,13 @@ test("device: the whole flow, then a restart connects to the cached hub without 
 		t.is(c2d.body, "hi");
 	}
 	finally {
-		await device.stop();
+		device.close();
 	}
 
 	const registersBefore = rig.emulator.stats().dpsRegisterRequests;
 	const log2 = new EventLog();
-	const again = new Device({platform: nodePlatform(rig, log2, storage), config});
+	const again = startReference(nodePlatform(rig, log2, storage, [], settings));
 	try {
-		void again.start();
 		const cached = await log2.waitFor("dps.cached");
 		t.is(cached.deviceId, id);
 		await log2.waitFor("hub.connected");
@@ -165,7 +158,7 @@ test("device: the whole flow, then a restart connects to the cached hub without 
 		t.is(rig.emulator.stats().dpsRegisterRequests, registersBefore, "DPS was not contacted on restart");
 	}
 	finally {
-		await again.stop();
+		again.close();
 	}
 	t.false(JSON.stringify([log.events, log2.events, lines]).includes(symmetricKey), "no event or line carries the key");
 });

@@ -11,8 +11,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import {AzureIoTError} from "../src/errors.js";
 import type {ProvisioningStatus} from "../src/dps.js";
-import {Device} from "../src/device/app.js";
-import {validateDeviceConfig} from "../src/device/config.js";
+import {startReference} from "../firmware/reference.js";
 import {createNodePlatform} from "../hosts/node/platform.js";
 import {EventLog} from "./helpers/e2e.js";
 import {provisioningClient, sleep, startFaultRig, uniqueId, type FaultRig} from "./helpers/faults.js";
@@ -78,7 +77,7 @@ test("429 that never ends: no more than one attempt per retry-after, and close()
 	t.true(attempts >= 2 && attempts <= 5, `${attempts} register requests in 4.5 s with retry-after 1 s`);
 	client.close();
 	const error = await t.throwsAsync(registering);
-	t.is((error as AzureIoTError).code, "hub.closed");
+	t.is((error as AzureIoTError).code, "dps.closed");
 	await sleep(1500);
 	t.is(served().dpsRegisterRequests, attempts, "nothing more after close()");
 });
@@ -207,13 +206,9 @@ for (const kind of ["disabled", "failed"] as const) {
 		if (kind === "failed") rig.emulator.addFault({kind: "dps.failed", registrationId: id});
 		const dir = fs.mkdtempSync(path.join(os.tmpdir(), "faults-dps-"));
 		const log = new EventLog();
-		const config = validateDeviceConfig({
-			dps: {host: rig.emulator.host, port: rig.emulator.port, idScope: rig.emulator.idScope, registrationId: id, symmetricKey},
-			hub: {port: rig.emulator.port}, telemetry: {intervalMs: 1000},
-		});
-		const device = new Device({platform: createNodePlatform({roots: rig.roots, emit: log.emit, print: () => {}, storageFile: path.join(dir, "prefs.json")}), config});
+		const settings = {dpsHost: rig.emulator.host, dpsPort: rig.emulator.port, idScope: rig.emulator.idScope, registrationId: id, symmetricKey, hubPort: rig.emulator.port, intervalMs: 1000};
+		const device = startReference(createNodePlatform({roots: rig.roots, emit: log.emit, print: () => {}, storageFile: path.join(dir, "prefs.json"), settings}));
 		try {
-			void device.start();
 			const failed = await log.waitFor("dps.failed", () => true, 15_000);
 			t.is(failed.code, `dps.${kind}`);
 			t.regex(String(failed.message), kind === "disabled" ? /Enable it/ : /errorCode 400209/);
@@ -224,7 +219,7 @@ for (const kind of ["disabled", "failed"] as const) {
 			t.is(log.count("hub.connecting"), 0);
 		}
 		finally {
-			await device.stop();
+			device.close();
 			fs.rmSync(dir, {recursive: true, force: true});
 		}
 	});

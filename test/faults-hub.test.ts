@@ -13,8 +13,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import * as tls from "node:tls";
 import mqttPacket from "mqtt-packet";
-import {Device} from "../src/device/app.js";
-import {validateDeviceConfig} from "../src/device/config.js";
+import {startReference} from "../firmware/reference.js";
+import type {Device} from "../src/device.js";
 import type {AzureIoTError} from "../src/errors.js";
 import {HubClient} from "../src/hub.js";
 import {createNodePlatform} from "../hosts/node/platform.js";
@@ -84,22 +84,20 @@ async function cachedDevice(prefix: string) {
 	await provisioningClient(rig, id, symmetricKey).register();
 	const dir = fs.mkdtempSync(path.join(os.tmpdir(), "faults-hub-"));
 	const storageFile = path.join(dir, "prefs.json");
-	const config = validateDeviceConfig({
-		dps: {host: rig.emulator.host, port: rig.emulator.port, idScope: rig.emulator.idScope, registrationId: id, symmetricKey},
-		hub: {port: rig.emulator.port}, telemetry: {intervalMs: 1000},
-	});
-	fs.writeFileSync(storageFile, JSON.stringify({"dps.hub": rig.emulator.hubName, "dps.device": id, "dps.regid": `${config.dps.idScope}/${id}@${config.dps.host}`}));
+	const settings = {dpsHost: rig.emulator.host, dpsPort: rig.emulator.port, idScope: rig.emulator.idScope, registrationId: id, symmetricKey, hubPort: rig.emulator.port, intervalMs: 1000};
+	fs.writeFileSync(storageFile, JSON.stringify({"dps.hub": rig.emulator.hubName, "dps.device": id, "dps.regid": `${settings.idScope}/${id}@${settings.dpsHost}`}));
 	const log = new EventLog();
-	const device = new Device({platform: createNodePlatform({roots: rig.roots, emit: log.emit, print: () => {}, storageFile}), config});
+	let device: Device | undefined;
+	const start = () => { device = startReference(createNodePlatform({roots: rig.roots, emit: log.emit, print: () => {}, storageFile, settings})); };
 	const registers = () => rig.emulator.stats().devices[id]?.dpsRegisterRequests ?? 0;
-	return {id, device, log, registers, cleanup: async () => { await device.stop(); fs.rmSync(dir, {recursive: true, force: true}); }};
+	return {id, start, log, registers, cleanup: async () => { device?.close(); fs.rmSync(dir, {recursive: true, force: true}); }};
 }
 
 test("CONNACK 4 (device re-keyed or moved): the device re-provisions through DPS once and connects to the assignment", async t => {
 	const d = await cachedDevice("hub-connack4");
 	rig.emulator.addFault({kind: "connack", target: "hub", returnCode: 4, count: 1, deviceId: d.id});
 	try {
-		void d.device.start();
+		d.start();
 		await d.log.waitFor("dps.cached");
 		const refused = await d.log.waitFor("hub.disconnected");
 		t.is(refused.code, "hub.unauthorized");
@@ -118,7 +116,7 @@ test("CONNACK 5 that persists: one re-provisioning, then a long back-off, not a 
 	const d = await cachedDevice("hub-connack5");
 	rig.emulator.addFault({kind: "connack", target: "hub", returnCode: 5, deviceId: d.id});
 	try {
-		void d.device.start();
+		d.start();
 		await d.log.waitFor("dps.assigned", () => true, 15_000);
 		await eventually(() => rig.logCount(d.id, /CONNACK 5/) === 2, 10_000, "the retargeted connection to be refused");
 		await sleep(4000);
@@ -376,7 +374,7 @@ test("a hostile server (random, truncated and oversized packets): no crash, the 
 	const host = countingHost();
 	const codes: string[] = [];
 	const hub = new HubClient({
-		host, roots: [pki.rootDer], hubName: "localhost", deviceId: "hostile-target", symmetricKey: Buffer.alloc(32, 7).toString("base64"),
+		adapter: host, roots: [pki.rootDer], hubHost: "localhost", deviceId: "hostile-target", symmetricKey: Buffer.alloc(32, 7).toString("base64"),
 		port: (server.address() as net.AddressInfo).port, backoff: {initialMs: 200, maxMs: 1000},
 		onDisconnect: error => codes.push(error.code),
 	});

@@ -12,8 +12,7 @@ import * as path from "node:path";
 import {fileURLToPath} from "node:url";
 import type {AzureIoTError} from "../src/errors.js";
 import {HubClient} from "../src/hub.js";
-import {Device} from "../src/device/app.js";
-import {validateDeviceConfig} from "../src/device/config.js";
+import {startReference} from "../firmware/reference.js";
 import {createNodePlatform} from "../hosts/node/platform.js";
 import {EventLog} from "./helpers/e2e.js";
 import {countingHost, provisioningClient, sleep, startFaultRig, uniqueId, type FaultRig} from "./helpers/faults.js";
@@ -44,7 +43,7 @@ for (const [profile, {what, cause}] of Object.entries(profiles) as [Profile, typ
 		const id = uniqueId(`tls-${profile}`);
 		const {symmetricKey} = rig.emulator.addEnrollment({registrationId: id});
 		const host = countingHost();
-		const client = provisioningClient(rig, id, symmetricKey, {host});
+		const client = provisioningClient(rig, id, symmetricKey, {adapter: host});
 		const error = await t.throwsAsync(client.register()) as AzureIoTError;
 		t.is(error.code, "tls");
 		t.false(error.retriable);
@@ -60,7 +59,7 @@ for (const [profile, {what, cause}] of Object.entries(profiles) as [Profile, typ
 		const host = countingHost();
 		const disconnects: {error: AzureIoTError; retryInMs?: number}[] = [];
 		const hub = new HubClient({
-			host, roots: rig.roots, hubName: rig.emulator.hubName, deviceId: uniqueId("tls-hub"), symmetricKey: Buffer.alloc(32, 1).toString("base64"),
+			adapter: host, roots: rig.roots, hubHost: rig.emulator.hubName, deviceId: uniqueId("tls-hub"), symmetricKey: Buffer.alloc(32, 1).toString("base64"),
 			port: rig.emulator.port, backoff: {initialMs: 200, maxMs: 4000},
 			onDisconnect: (error, retryInMs) => disconnects.push({error, retryInMs}),
 		});
@@ -85,15 +84,11 @@ test("device: a DPS with a bad certificate is reported (dps.failed, code tls) an
 	const id = uniqueId("tls-device");
 	const {symmetricKey} = rig.emulator.addEnrollment({registrationId: id});
 	const log = new EventLog();
-	const config = validateDeviceConfig({
-		dps: {host: rig.emulator.host, port: rig.emulator.port, idScope: rig.emulator.idScope, registrationId: id, symmetricKey},
-		hub: {port: rig.emulator.port},
-	});
-	const platform = createNodePlatform({roots: rig.roots, emit: log.emit, print: () => {}});
-	const host = countingHost(platform.host);
-	const device = new Device({platform: {...platform, host}, config});
+	const settings = {dpsHost: rig.emulator.host, dpsPort: rig.emulator.port, idScope: rig.emulator.idScope, registrationId: id, symmetricKey, hubPort: rig.emulator.port};
+	const platform = createNodePlatform({roots: rig.roots, emit: log.emit, print: () => {}, settings});
+	const host = countingHost(platform.adapter);
+	const device = startReference({...platform, adapter: host});
 	try {
-		void device.start();
 		const failed = await log.waitFor("dps.failed", () => true, 10_000);
 		t.is(failed.code, "tls");
 		t.regex(String(failed.message), profiles.wrongHost.cause);
@@ -101,7 +96,7 @@ test("device: a DPS with a bad certificate is reported (dps.failed, code tls) an
 		t.is(host.connects.length, 1, "one TLS attempt in the window: the retry is minutes away");
 	}
 	finally {
-		await device.stop();
+		device.close();
 	}
 });
 
@@ -131,7 +126,7 @@ test("no fallback to plain TCP: a server speaking plain MQTT only ever receives 
 		const host = countingHost();
 		const codes: string[] = [];
 		const hub = new HubClient({
-			host, roots: rig.roots, hubName: "localhost", deviceId: "plain-probe", symmetricKey: key, port,
+			adapter: host, roots: rig.roots, hubHost: "localhost", deviceId: "plain-probe", symmetricKey: key, port,
 			backoff: {initialMs: 100, maxMs: 400}, onDisconnect: e => codes.push(e.code),
 		});
 		void hub.open().catch(() => {});

@@ -1,5 +1,5 @@
 import test from "ava";
-import * as topics from "../src/hub-topics.js";
+import * as topics from "../src/hub/topics.js";
 import {hubPassword} from "../src/sas.js";
 import * as crypto from "node:crypto";
 
@@ -42,29 +42,41 @@ test("telemetry bag: system properties, then URL-encoded application properties"
 
 test("cloud-to-device bag as the hub sends it (encoded $ names, iothub-ack), malformed escapes kept raw", t => {
 	const topic = "devices/dev/messages/devicebound/%24.mid=abc&%24.to=%2Fdevices%2Fdev%2Fmessages%2FdeviceBound&iothub-ack=full&color=r%C3%A9d&x=1%262&bad=%E0%A4%A&flag";
-	const bag = topics.c2dBag(topic, "dev");
-	t.is(bag, topic.slice("devices/dev/messages/devicebound/".length));
-	const parsed = topics.parsePropertyBag(bag!);
+	const c2d = topics.classifyTopic(topic, "dev");
+	t.deepEqual(c2d, {kind: "c2d", bag: topic.slice("devices/dev/messages/devicebound/".length)});
+	const parsed = topics.parsePropertyBag((c2d as {bag: string}).bag);
 	t.deepEqual(parsed.systemProperties, {"$.mid": "abc", "$.to": "/devices/dev/messages/deviceBound", "iothub-ack": "full"});
 	t.deepEqual(parsed.properties, {color: "réd", x: "1&2", bad: "%E0%A4%A", flag: ""});
-	t.is(topics.c2dBag("devices/dev/messages/devicebound", "dev"), "");
-	t.is(topics.c2dBag("$iothub/twin/res/200/?$rid=1", "dev"), undefined);
+	t.deepEqual(topics.classifyTopic("devices/dev/messages/devicebound", "dev"), {kind: "c2d", bag: ""});
+	t.deepEqual(topics.classifyTopic("devices/d%2Bv/messages/devicebound/%24.mid=1", "d+v"), {kind: "c2d", bag: "%24.mid=1"}, "the device id as the hub encodes it");
+	t.is(topics.classifyTopic("devices/dev/messages/deviceboundx", "dev").kind, "unknown");
+	t.is(topics.classifyTopic("devices/a/b/messages/devicebound/x", "dev").kind, "unknown");
 });
 
 test("twin replies", t => {
-	t.deepEqual(topics.parseTwinResponse("$iothub/twin/res/200/?$rid=12"), {status: 200, rid: "12"});
-	t.deepEqual(topics.parseTwinResponse("$iothub/twin/res/204/?$rid=3&$version=17"), {status: 204, rid: "3", version: 17});
-	t.deepEqual(topics.parseTwinResponse("$iothub/twin/res/429/?$rid=4"), {status: 429, rid: "4"});
-	t.is(topics.parseTwinResponse("$iothub/twin/res/abc/?$rid=4"), undefined);
-	t.is(topics.parseTwinResponse("$iothub/twin/res/200/"), undefined);
+	t.deepEqual(topics.classifyTopic("$iothub/twin/res/200/?$rid=12", "d"), {kind: "twinResponse", status: 200, rid: "12"});
+	t.deepEqual(topics.classifyTopic("$iothub/twin/res/204/?$rid=3&$version=17", "d"), {kind: "twinResponse", status: 204, rid: "3", version: 17});
+	t.deepEqual(topics.classifyTopic("$iothub/twin/res/429/?$rid=4", "d"), {kind: "twinResponse", status: 429, rid: "4"});
+	t.is(topics.classifyTopic("$iothub/twin/res/abc/?$rid=4", "d").kind, "unknown");
+	t.is(topics.classifyTopic("$iothub/twin/res/200/", "d").kind, "unknown");
+	t.is(topics.topicKind("$iothub/twin/res/200/", "d"), "twinResponse", "the cheap kind, for the size limit, goes by the prefix");
 });
 
-test("desired patches and method requests", t => {
-	t.true(topics.isDesiredPatch("$iothub/twin/PATCH/properties/desired/?$version=5"));
-	t.is(topics.desiredPatchVersion("$iothub/twin/PATCH/properties/desired/?$version=5"), 5);
-	t.is(topics.desiredPatchVersion("$iothub/twin/PATCH/properties/desired/"), undefined);
-	t.deepEqual(topics.parseMethodTopic("$iothub/methods/POST/reboot/?$rid=1a"), {name: "reboot", rid: "1a"});
-	t.deepEqual(topics.parseMethodTopic("$iothub/methods/POST/set%20led/?$rid=2"), {name: "set led", rid: "2"});
-	t.is(topics.parseMethodTopic("$iothub/methods/POST/reboot/"), undefined);
-	t.is(topics.parseMethodTopic("$iothub/methods/POST//?$rid=1"), undefined);
+test("desired patches and method requests, IoT Plug and Play component commands split at the first *", t => {
+	t.deepEqual(topics.classifyTopic("$iothub/twin/PATCH/properties/desired/?$version=5", "d"), {kind: "desired", version: 5});
+	t.deepEqual(topics.classifyTopic("$iothub/twin/PATCH/properties/desired/", "d"), {kind: "desired"});
+	t.deepEqual(topics.classifyTopic("$iothub/methods/POST/reboot/?$rid=1a", "d"), {kind: "method", name: "reboot", rid: "1a", command: "reboot"});
+	t.deepEqual(topics.classifyTopic("$iothub/methods/POST/set%20led/?$rid=2", "d"), {kind: "method", name: "set led", rid: "2", command: "set led"});
+	t.deepEqual(topics.classifyTopic("$iothub/methods/POST/thermostat2*getMaxMinReport/?$rid=3", "d"),
+		{kind: "method", name: "thermostat2*getMaxMinReport", rid: "3", component: "thermostat2", command: "getMaxMinReport"});
+	t.deepEqual(topics.classifyTopic("$iothub/methods/POST/*reboot/?$rid=4", "d"), {kind: "method", name: "*reboot", rid: "4", command: "reboot"});
+	t.is(topics.classifyTopic("$iothub/methods/POST/reboot/", "d").kind, "unknown");
+	t.is(topics.classifyTopic("$iothub/methods/POST//?$rid=1", "d").kind, "unknown");
+	t.is(topics.classifyTopic("some/other/topic", "d").kind, "unknown");
+	t.is(topics.topicKind("some/other/topic", "d"), "unknown");
+});
+
+test("values are percent-encoded as Microsoft's SDKs do: ! ' ( ) * too", t => {
+	t.is(topics.telemetryBag({messageId: "a(1)!", properties: {"k*": "it's"}}), "$.mid=a%281%29%21&k%2A=it%27s");
+	t.is(topics.hubUsername("h", "d", "dtmi:a:b;1", "my-client/1.0 (x)"), "h/d/?api-version=2021-04-12&DeviceClientType=my-client%2F1.0%20%28x%29&model-id=dtmi%3Aa%3Ab%3B1");
 });

@@ -23,7 +23,7 @@ function setup(extra: Partial<HubOptions> = {}, host = new FakeHost()) {
 	const factory = sessionFactory();
 	const events: Events = {connects: [], disconnects: [], desired: [], errors: [], auth: [], overflow: []};
 	const hub = new HubClient({
-		host, hubName: HUB, deviceId: DEVICE, symmetricKey: KEY, roots: [new Uint8Array([0x30, 0x82])],
+		adapter: host, hubHost: HUB, deviceId: DEVICE, symmetricKey: KEY, roots: [new Uint8Array([0x30, 0x82])],
 		createSession: factory.createSession,
 		onConnect: info => events.connects.push(info),
 		onDisconnect: (error, retryInMs) => events.disconnects.push({error, retryInMs}),
@@ -75,7 +75,7 @@ test("CONNECT: client id, username with model id, SAS password recomputed indepe
 	void hub.open().catch(() => {});
 	const o = factory.last().options;
 	t.is(o.clientId, DEVICE);
-	t.is(o.username, `${HUB}/${DEVICE}/?api-version=2021-04-12&model-id=${encodeURIComponent("dtmi:com:example:Thermostat;1")}`);
+	t.is(o.username, `${HUB}/${DEVICE}/?api-version=2021-04-12&DeviceClientType=moddable-azure-iot%2F0.2.0&model-id=${encodeURIComponent("dtmi:com:example:Thermostat;1")}`);
 	t.is(o.clean, false);
 	t.is(o.keepAliveSeconds, 120);
 	t.deepEqual({host: o.server.host, port: o.server.port}, {host: HUB, port: 8883});
@@ -90,7 +90,7 @@ test("CONNECT: client id, username with model id, SAS password recomputed indepe
 
 test("configuration errors name the field and never echo the key", t => {
 	const host = new FakeHost();
-	const base = {host, hubName: HUB, deviceId: DEVICE, symmetricKey: KEY, roots: [new Uint8Array([1])]};
+	const base = {adapter: host, hubHost: HUB, deviceId: DEVICE, symmetricKey: KEY, roots: [new Uint8Array([1])]};
 	const e1 = t.throws(() => new HubClient({...base, roots: []}), {instanceOf: AzureIoTError});
 	t.is(e1!.code, "config");
 	t.regex(e1!.message, /roots/);
@@ -131,7 +131,7 @@ test("after CONNACK: one SUBACK-ed SUBSCRIBE with the topics the callbacks need,
 
 test("only the twin response topic when no callbacks need more", async t => {
 	const factory = sessionFactory();
-	const hub = new HubClient({host: new FakeHost(), hubName: HUB, deviceId: DEVICE, symmetricKey: KEY, roots: [new Uint8Array([1])], createSession: factory.createSession});
+	const hub = new HubClient({adapter: new FakeHost(), hubHost: HUB, deviceId: DEVICE, symmetricKey: KEY, roots: [new Uint8Array([1])], createSession: factory.createSession});
 	void hub.open().catch(() => {});
 	factory.last().connack();
 	await settle();
@@ -325,7 +325,7 @@ for (const code of [4, 5]) {
 		t.true(events.disconnects[1].retryInMs! >= 30000);
 		t.is(events.auth.length, 2);
 		// The app re-provisions and retargets: connect now, with the new identity.
-		hub.retarget({hubName: "other.azure-devices.net", deviceId: "dev-2", symmetricKey: KEY2});
+		hub.retarget({hubHost: "other.azure-devices.net", deviceId: "dev-2", symmetricKey: KEY2});
 		t.is(factory.sessions.length, 3);
 		const o = factory.last().options;
 		t.is(o.server.host, "other.azure-devices.net");
@@ -344,7 +344,7 @@ test("retarget keeps queued telemetry and sends it to the new device's topic", a
 	const {hub, factory} = await opened();
 	const sending = hub.sendTelemetry({a: 1}, {messageId: "keep"});
 	await settle();
-	hub.retarget({hubName: HUB, deviceId: "dev-9"});
+	hub.retarget({hubHost: HUB, deviceId: "dev-9"});
 	t.is(factory.sessions[0].ended, "disconnect");
 	await connect(factory.last());
 	const [p] = factory.last().published("devices/");
@@ -515,7 +515,7 @@ test("direct methods: 200 with the handler's payload, 500 without the stack, 501
 	s.deliver("$iothub/methods/POST/fail/?$rid=a2", "");
 	s.deliver("$iothub/methods/POST/reboot/?$rid=a3", "{nope");
 	await settle();
-	t.deepEqual(calls, [{name: "reboot", payload: {delay: 5}, rid: "a1"}, {name: "fail", payload: null, rid: "a2"}]);
+	t.deepEqual(calls, [{name: "reboot", command: "reboot", payload: {delay: 5}, rid: "a1"}, {name: "fail", command: "fail", payload: null, rid: "a2"}]);
 	const replies = s.published("$iothub/methods/res/");
 	const byRid = Object.fromEntries(replies.map(r => [rid(r.topic), r]));
 	t.is(byRid.a1.topic, "$iothub/methods/res/200/?$rid=a1");
@@ -584,7 +584,7 @@ test("close(): DISCONNECT, every timer cleared, pending telemetry and twin reque
 	t.deepEqual(host.timers, [], "no timer left behind");
 	t.is((await t.throwsAsync(hub.sendTelemetry("late")) as AzureIoTError).code, "hub.closed");
 	t.is((await t.throwsAsync(hub.open()) as AzureIoTError).code, "hub.closed");
-	t.throws(() => hub.retarget({hubName: HUB, deviceId: DEVICE}), {message: /closed/});
+	t.throws(() => hub.retarget({hubHost: HUB, deviceId: DEVICE}), {message: /closed/});
 	await hub.close(); // idempotent
 
 	// Closing while waiting to retry cancels the retry and rejects open().

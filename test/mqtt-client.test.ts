@@ -9,7 +9,7 @@ import * as tls from "node:tls";
 import mqttPacket from "mqtt-packet";
 import {createNodeHost} from "../hosts/node/host.js";
 import {AzureIoTError} from "../src/errors.js";
-import type {ConnectionHandlers, Host} from "../src/host.js";
+import type {ConnectionHandlers, HostAdapter} from "../src/host.js";
 import {MqttClient} from "../src/mqtt/client.js";
 import type {MqttClientOptions, MqttMessage} from "../src/mqtt/types.js";
 import {testPki} from "./helpers/pki.js";
@@ -121,7 +121,7 @@ function open(t: ExecutionContext, port: number, overrides: Partial<MqttClientOp
 	const closed = new Queue<AzureIoTError>();
 	const messages = new Queue<MqttMessage>();
 	const client = new MqttClient({
-		host: createNodeHost({log: line => logs.push(line)}),
+		adapter: createNodeHost({log: line => logs.push(line)}),
 		server: {host: "127.0.0.1", port, roots: [pki.rootDer]},
 		clientId: "dev-1",
 		onConnect: info => connected.push(info),
@@ -483,9 +483,10 @@ test("a refused connection is a network error", async t => {
 	t.regex(e.message, /refused/);
 });
 
-test("size limits: a too-large publish is refused without closing; a too-large incoming packet closes with mqtt.tooLarge", async t => {
+test("size limits: a too-large publish is refused without closing; a too-large incoming PUBLISH is skipped unread and acknowledged, the session stays; a packet over what any server may send closes with mqtt.tooLarge", async t => {
 	const s = await scripted(t);
-	const h = open(t, s.port, {maxOutgoingPacketBytes: 1000, maxIncomingPacketBytes: 2000});
+	const limits: string[] = [];
+	const h = open(t, s.port, {maxOutgoingPacketBytes: 1000, maxIncomingPacketBytes: 2 << 20, incomingLimit: topic => { limits.push(topic); return topic === "big" ? 100 : 2000; }});
 	const peer = await s.peer();
 	await peer.accept();
 	const e = await rejection(h.client.publish("t", new Uint8Array(1000), {qos: 1}), "big publish");
@@ -495,8 +496,22 @@ test("size limits: a too-large publish is refused without closing; a too-large i
 	const p = await peer.expect("publish");
 	peer.send({cmd: "puback", messageId: p.messageId});
 	await small;
-	// Only the header of a 1 MB packet: refused before its body comes.
-	peer.socket.write(generate({cmd: "publish", topic: "x", payload: Buffer.alloc(1 << 20), qos: 0}).subarray(0, 4));
+	// 1 MB at QoS 1 on a topic limited to 100 bytes, in many chunks: skipped as it streams, then acknowledged.
+	const big = generate({cmd: "publish", topic: "big", payload: Buffer.alloc(1 << 20, 7), qos: 1, messageId: 77});
+	for (let at = 0; at < big.length; at += 16384) peer.socket.write(big.subarray(at, at + 16384));
+	const dropped = await h.messages.next("the dropped message");
+	t.like(dropped, {topic: "big", qos: 1, dropped: true, size: 1 << 20});
+	t.is(dropped.payload.length, 0, "nothing of the payload was kept");
+	t.is((await peer.expect("puback")).messageId, 77, "acknowledged, so that the server does not send it again");
+	// Under the limit: taken whole.
+	peer.send({cmd: "publish", topic: "big", payload: Buffer.alloc(100, 1), qos: 0, retain: false, dup: false});
+	const whole = await h.messages.next("the small message");
+	t.is(whole.payload.length, 100);
+	t.falsy(whole.dropped);
+	t.true(h.client.connected, "the session stayed up");
+	t.deepEqual(limits, ["big", "big"], "the limit is asked with the topic, before the payload is buffered");
+	// Only the header of a 200 MB packet, over what any server may send: refused before its body comes.
+	peer.socket.write(Uint8Array.of(0x30, 0xff, 0xff, 0xff, 0x5f));
 	const closed = await h.closed.next("onClose");
 	t.is(closed.code, "mqtt.tooLarge");
 	t.regex(closed.message, /maxIncomingPacketBytes/);
@@ -541,7 +556,7 @@ test("configuration errors are thrown at construction, naming the field", t => {
 		[{password: PASSWORD}, /password/],
 	];
 	for (const [o, field] of cases) {
-		const e = t.throws(() => new MqttClient({host, server, clientId: "c", ...o}), {instanceOf: AzureIoTError}) as AzureIoTError;
+		const e = t.throws(() => new MqttClient({adapter: host, server, clientId: "c", ...o}), {instanceOf: AzureIoTError}) as AzureIoTError;
 		t.is(e.code, "config");
 		t.regex(e.message, field);
 		t.false(e.message.includes("s3cret"));
@@ -559,7 +574,7 @@ function fakeHost(options: {connectSync?: "open" | "fail"} = {}) {
 	let handlers!: ConnectionHandlers;
 	let onWrite: (bytes: Uint8Array, handlers: ConnectionHandlers) => void = () => {};
 	let closed = false;
-	const host: Host = {
+	const host: HostAdapter = {
 		connect(_o, h) {
 			handlers = h;
 			if (options.connectSync === "open") h.onConnect();
@@ -603,7 +618,7 @@ const jobs = () => new Promise<void>(resolve => setImmediate(resolve));
 test("re-entrant host: answers delivered from inside write() are handled after it, and never split a packet being written", async t => {
 	const fake = fakeHost();
 	const messages: MqttMessage[] = [];
-	const client = new MqttClient({host: fake.host, server: fakeServer, clientId: "r", onMessage: m => { messages.push(m); }});
+	const client = new MqttClient({adapter: fake.host, server: fakeServer, clientId: "r", onMessage: m => { messages.push(m); }});
 	await jobs(); // the connection opens in a job of its own
 	let writes = 0;
 	fake.onWrite = (bytes, h) => {
@@ -633,7 +648,7 @@ test("re-entrant host: answers delivered from inside write() are handled after i
 
 test("re-entrant host: onConnect or onClose from inside connect() are handled; onClose never runs inside the constructor", async t => {
 	const open = fakeHost({connectSync: "open"});
-	const a = new MqttClient({host: open.host, server: fakeServer, clientId: "a"});
+	const a = new MqttClient({adapter: open.host, server: fakeServer, clientId: "a"});
 	t.is(open.written.length, 0, "nothing is written inside the constructor");
 	await jobs();
 	t.like(open.sent()[0], {cmd: "connect", clientId: "a"});
@@ -641,7 +656,7 @@ test("re-entrant host: onConnect or onClose from inside connect() are handled; o
 
 	const failing = fakeHost({connectSync: "fail"});
 	const closes: AzureIoTError[] = [];
-	const b = new MqttClient({host: failing.host, server: fakeServer, clientId: "b", onClose: e => closes.push(e)});
+	const b = new MqttClient({adapter: failing.host, server: fakeServer, clientId: "b", onClose: e => closes.push(e)});
 	t.is(closes.length, 0);
 	await jobs();
 	t.is(closes.length, 1);
@@ -651,7 +666,7 @@ test("re-entrant host: onConnect or onClose from inside connect() are handled; o
 
 test("packets asked for in one turn leave together, in order, in writes of at most 1 KB (one TLS record each) unless one packet is larger", async t => {
 	const fake = fakeHost();
-	const client = new MqttClient({host: fake.host, server: fakeServer, clientId: "burst", keepAliveSeconds: 0});
+	const client = new MqttClient({adapter: fake.host, server: fakeServer, clientId: "burst", keepAliveSeconds: 0});
 	await jobs();
 	fake.handlers.onConnect();
 	fake.handlers.onData(generate({cmd: "connack", returnCode: 0, sessionPresent: false}));
@@ -673,7 +688,7 @@ test("packets asked for in one turn leave together, in order, in writes of at mo
 
 test("one timer keeps every acknowledgement timeout: never before ackTimeoutMs, at most a quarter later; gone when nothing is in flight", async t => {
 	const fake = fakeHost();
-	const client = new MqttClient({host: fake.host, server: fakeServer, clientId: "acks", ackTimeoutMs: 1000, keepAliveSeconds: 0});
+	const client = new MqttClient({adapter: fake.host, server: fakeServer, clientId: "acks", ackTimeoutMs: 1000, keepAliveSeconds: 0});
 	await jobs();
 	fake.handlers.onConnect();
 	fake.handlers.onData(generate({cmd: "connack", returnCode: 0, sessionPresent: false}));
@@ -704,7 +719,7 @@ test("one timer keeps every acknowledgement timeout: never before ackTimeoutMs, 
 	t.is(fake.timers.size, 0);
 
 	const quiet = fakeHost();
-	const c2 = new MqttClient({host: quiet.host, server: fakeServer, clientId: "quiet", keepAliveSeconds: 0});
+	const c2 = new MqttClient({adapter: quiet.host, server: fakeServer, clientId: "quiet", keepAliveSeconds: 0});
 	await jobs();
 	quiet.handlers.onConnect();
 	quiet.handlers.onData(generate({cmd: "connack", returnCode: 0, sessionPresent: false}));
@@ -720,7 +735,7 @@ test("one timer keeps every acknowledgement timeout: never before ackTimeoutMs, 
 
 test("packet ids run 1..65535, wrap, and skip one still in flight", async t => {
 	const fake = fakeHost();
-	const client = new MqttClient({host: fake.host, server: fakeServer, clientId: "ids"});
+	const client = new MqttClient({adapter: fake.host, server: fakeServer, clientId: "ids"});
 	await jobs();
 	fake.handlers.onConnect();
 	fake.handlers.onData(generate({cmd: "connack", returnCode: 0, sessionPresent: false}));
@@ -819,7 +834,7 @@ test.after.always(async () => {
 function spyHost() {
 	const base = createNodeHost();
 	const sent: mqttPacket.Packet[] = [], received: mqttPacket.Packet[] = [];
-	const host: Host = {
+	const host: HostAdapter = {
 		...base,
 		connect(o, h) {
 			const up = mqttPacket.parser({protocolVersion: 4}), down = mqttPacket.parser({protocolVersion: 4});
@@ -838,7 +853,7 @@ function openBroker(t: ExecutionContext, clientId: string, overrides: Partial<Mq
 
 brokerTest("mosquitto: QoS 1 in both directions, with PUBACKs each way", async t => {
 	const spy = spyHost();
-	const h = openBroker(t, "qos1-both", {host: spy.host});
+	const h = openBroker(t, "qos1-both", {adapter: spy.host});
 	t.deepEqual(await h.connected.next("onConnect"), {sessionPresent: false});
 	t.deepEqual(await h.client.subscribe([{topic: "qos1/#", qos: 1}]), [1]);
 	await h.client.publish("qos1/a", "ünïcode payload", {qos: 1});
@@ -898,7 +913,7 @@ brokerTest("mosquitto: after unsubscribe nothing more arrives on that filter", a
 
 brokerTest("mosquitto: keep-alive pings keep an idle session open", async t => {
 	const spy = spyHost();
-	const h = openBroker(t, "keepalive-1", {host: spy.host, keepAliveSeconds: 1, ackTimeoutMs: 2000});
+	const h = openBroker(t, "keepalive-1", {adapter: spy.host, keepAliveSeconds: 1, ackTimeoutMs: 2000});
 	await h.connected.next();
 	// Mosquitto drops a client silent for 1.5 x keep-alive; wait for several intervals.
 	await within((async () => {

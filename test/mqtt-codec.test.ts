@@ -243,6 +243,34 @@ test("an oversized packet is refused from its header, before its body is buffere
 	throwsCode(t, () => parseAll([encodeLike(limit + 1)], limit), "mqtt.tooLarge");
 });
 
+test("a PUBLISH over its topic's limit is skipped as it streams in, never buffered, and reported with its size; the stream goes on", t => {
+
+	// A 200 KB PUBLISH against a 1 KB limit for its topic, in 1 KB chunks: one dropped packet, then the next packet.
+	const limited = new PacketParser(256 * 1024, {payloadLimit: topic => topic === "devices/d/messages/devicebound/x=1" ? 1024 : 0});
+	const big = encodePublish({topic: "devices/d/messages/devicebound/x=1", qos: 1, packetId: 5, payload: new Uint8Array(200_000).fill(3)});
+	const stream = Buffer.concat([big, generate({cmd: "puback", messageId: 9})]);
+	const out = [];
+	for (let at = 0; at < stream.length; at += 1024) {
+		limited.push(stream.subarray(at, at + 1024));
+		for (let p; (p = limited.next());) out.push(p);
+		t.true(limited.buffered <= 2048, `never more than a chunk or two held (${limited.buffered})`);
+	}
+	t.deepEqual(out, [
+		{type: "publish", topic: "devices/d/messages/devicebound/x=1", payload: new Uint8Array(0), qos: 1, retain: false, dup: false, packetId: 5, dropped: true, size: 200_000},
+		{type: "puback", packetId: 9},
+	]);
+
+	// A topic too long to buffer: skipped with its packet, reported with an empty topic.
+	const longTopic = new PacketParser(64 * 1024, {maxTopicBytes: 8});
+	const p = parseWith(longTopic, encodePublish({topic: "a-topic-longer-than-8", qos: 0, payload: Uint8Array.of(1, 2)}));
+	t.like(p, {type: "publish", topic: "", dropped: true, size: 2});
+});
+
+function parseWith(parser: PacketParser, bytes: Uint8Array) {
+	parser.push(bytes);
+	return parser.next();
+}
+
 /** A server PUBLISH of exactly `size` bytes on the wire. */
 function encodeLike(size: number): Uint8Array {
 	const bytes = encodePublish({topic: "t", qos: 0, payload: new Uint8Array(size - 6)});

@@ -86,7 +86,7 @@ const emulator = await startEmulator({retryAfterSeconds: 1, pollsBeforeAssigned:
 try {
 	const id = "planted-device";
 	const {symmetricKey} = emulator.addEnrollment({registrationId: id});
-	await new ProvisioningClient({host: createNodeHost(), roots: [emulator.caDer], endpoint: emulator.host, port: emulator.port,
+	await new ProvisioningClient({adapter: createNodeHost(), roots: [emulator.caDer], endpoint: emulator.host, port: emulator.port,
 		idScope: emulator.idScope, registrationId: id, symmetricKey}).register();
 	const credentials = hubCredentials(emulator, id, symmetricKey);
 	const client = await connect(emulator, credentials);

@@ -18,6 +18,7 @@ import {Command} from "commander";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import {resolveApp, type App} from "./app.js";
 import {firmwareSettings, loadDeviceFile} from "./device-config.js";
 import {REPO_ROOT, SdkMissingError, findSdk, runTool, sdkEnv, writeBuildManifest, type FirmwareSettings, type Sdk} from "./sim-runner.js";
 
@@ -26,6 +27,7 @@ const IDF_HELP = "Install ESP-IDF v6.0 as the Moddable SDK's ESP32 guide says (d
 
 interface Options {
 	config?: string;
+	app?: string;
 	board: string;
 	buildDir?: string;
 	port?: string;
@@ -54,6 +56,15 @@ function checkIdf(): void {
 		fail(`ESP-IDF is missing: IDF_PATH=${idf} holds no ESP-IDF (no export.sh or tools/idf.py).\n${IDF_HELP}`);
 }
 
+function appOrExit(dir: string | undefined): App {
+	try {
+		return resolveApp(dir);
+	}
+	catch (e) {
+		fail((e as Error).message);
+	}
+}
+
 function boardDirName(board: string): string {
 	return board.replace(/[^A-Za-z0-9_-]+/g, "-");
 }
@@ -66,7 +77,7 @@ function settingsFrom(file: string): {settings: FirmwareSettings; roots?: Uint8A
 	catch (e) {
 		fail(`${file}: ${(e as Error).message}`);
 	}
-	if (!device.wifi?.ssid) fail(`${file}: wifi.ssid: missing. The ESP32 joins this network; give {"wifi": {"ssid": "...", "password": "..."}}`);
+	if (!device.settings.ssid) fail(`${file}: wifi.ssid: missing. The ESP32 joins this network; give {"wifi": {"ssid": "...", "password": "..."}}`);
 	// The production roots are in the image already; other roots (a test CA) are added as data.
 	const production = ["digicert-global-root-g2.der", "microsoft-rsa-root-2017.der"].map(f => fs.readFileSync(path.join(REPO_ROOT, "certs", f)));
 	const onlyProduction = device.roots.every(r => production.some(p => Buffer.from(r).equals(p)));
@@ -94,8 +105,9 @@ async function build(o: Options, deploy: boolean): Promise<number> {
 	if (!o.config) fail("--config device.json is required (see device.example.json)");
 	checkIdf();
 	const {settings, roots} = settingsFrom(o.config);
-	const buildDir = path.resolve(o.buildDir ?? path.join(REPO_ROOT, "build/esp32", boardDirName(o.board)));
-	const manifest = writeBuildManifest(buildDir, {settings, roots});
+	const app = appOrExit(o.app);
+	const buildDir = path.resolve(o.buildDir ?? path.join(REPO_ROOT, "build/esp32", app.name, boardDirName(o.board)));
+	const manifest = writeBuildManifest(buildDir, {settings, roots, manifest: app.manifest});
 	const env: Record<string, string> = o.port ? {UPLOAD_PORT: o.port} : {};
 	const code = await mcconfig(sdk, ["-m", "-p", o.board, "-t", deploy ? "deploy" : "build", "-o", buildDir, manifest], path.dirname(manifest), env);
 	if (code !== 0) return 1;
@@ -107,9 +119,10 @@ async function build(o: Options, deploy: boolean): Promise<number> {
 async function check(o: Options): Promise<number> {
 	checkBoard(o.board);
 	const sdk = sdkOrExit();
-	const buildDir = path.resolve(o.buildDir ?? path.join(REPO_ROOT, "build/esp32-check", boardDirName(o.board)));
+	const app = appOrExit(o.app);
+	const buildDir = path.resolve(o.buildDir ?? path.join(REPO_ROOT, "build/esp32-check", app.name, boardDirName(o.board)));
 	// Placeholders good enough for the compilers; nothing here is flashed.
-	const manifest = writeBuildManifest(buildDir, {settings: {idScope: "0ne00000000", registrationId: "check", symmetricKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", ssid: "check"}});
+	const manifest = writeBuildManifest(buildDir, {manifest: app.manifest, settings: {idScope: "0ne00000000", registrationId: "check", symmetricKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", ssid: "check"}});
 	// mcconfig insists on IDF_PATH and sources its export.sh; a stub lets it write the makefile.
 	const fakeIdf = fs.mkdtempSync(path.join(os.tmpdir(), "esp32-check-idf-"));
 	try {
@@ -148,6 +161,7 @@ function findMakefile(dir: string): string | undefined {
 const program = new Command().name("tools/esp32.ts").description("Build and flash the firmware for the ESP32 with mcconfig");
 const common = (c: Command) => c
 	.option("--config <file>", "device settings (see device.example.json); wifi.ssid is required on the ESP32")
+	.option("--app <dir>", "the application to build (default: the reference firmware)")
 	.option("--board <platform>", "mcconfig platform: esp32 or esp32/<target>", DEFAULT_BOARD)
 	.option("--build-dir <dir>", "build directory (default build/esp32/<board>)");
 common(program.command("build").description("build the firmware image"))

@@ -1,28 +1,35 @@
 /*
- * `npm run device -- --config device.json`: the device logic (src/device) on the Node host. Not the
- * firmware: the same TypeScript the firmware runs, with Node's TLS, for machines without the SDK.
+ * `npm run device -- [--app DIR] --config device.json`: an application on the Node host (default
+ * the reference firmware's). Not the firmware: the same TypeScript the firmware runs, with Node's
+ * TLS and timers in place of the SDK's, for machines without the SDK. `azure-iot/platform` and
+ * `timer` resolve to hosts/node/ through tsconfig.json's paths.
  */
 import {Command} from "commander";
 import * as path from "node:path";
-import {Device} from "../src/device/app.js";
-import {createNodePlatform} from "../hosts/node/platform.js";
+import {pathToFileURL} from "node:url";
+import {configurePlatform} from "../hosts/node/platform.js";
+import {resolveApp} from "./app.js";
 import {loadDeviceFile} from "./device-config.js";
 
 const program = new Command()
 	.name("device")
-	.description("Run the device logic on the Node host (not the firmware)")
+	.description("Run an application on the Node host (not the firmware)")
 	.requiredOption("--config <file>", "device.json")
+	.option("--app <dir>", "the application's directory (default: the reference firmware)")
 	.option("--state <file>", "where the device keeps its cached assignment (its Preference)", ".device-state.json")
 	.parse();
-const options = program.opts<{config: string; state: string}>();
+const options = program.opts<{config: string; app?: string; state: string}>();
 
 try {
+	const app = resolveApp(options.app);
 	const file = loadDeviceFile(options.config);
-	const device = new Device({platform: createNodePlatform({roots: file.roots, storageFile: path.resolve(options.state)}), config: file.config});
-	const stop = () => void device.stop().finally(() => process.exit(0));
-	process.on("SIGINT", stop);
-	process.on("SIGTERM", stop);
-	await device.start();
+	(globalThis as {trace?: (...v: unknown[]) => void}).trace = (...values: unknown[]) => process.stdout.write(values.map(String).join(""));
+	configurePlatform({roots: file.roots, deviceFile: file.json, storageFile: path.resolve(options.state)});
+	process.on("SIGINT", () => process.exit(0));
+	process.on("SIGTERM", () => process.exit(0));
+	const module = await import(pathToFileURL(app.main).href) as {default?: unknown};
+	// As on the device: a main whose default export is a function is called.
+	if (typeof module.default === "function") (module.default as () => void)();
 }
 catch (e) {
 	console.error(`device: ${(e as Error).message}`);

@@ -19,6 +19,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import {fileURLToPath} from "node:url";
+import type {SettingName} from "../src/settings.js";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -113,21 +114,8 @@ export function findSdk(options: {simulator?: boolean} = {}): Sdk {
 	};
 }
 
-/** The device settings baked into a simulator build (the names src/main.ts reads). */
-export interface FirmwareSettings {
-	dpsHost?: string;
-	dpsPort?: number | string;
-	idScope?: string;
-	registrationId?: string;
-	symmetricKey?: string;
-	modelId?: string;
-	hubPort?: number | string;
-	intervalMs?: number | string;
-	queueLimit?: number | string;
-	ssid?: string;
-	password?: string;
-	firmwareVersion?: string;
-}
+/** Build values by setting name (src/settings.ts); bytes (X.509) become data resources of the build. */
+export type FirmwareSettings = Partial<Record<SettingName, string | number | Uint8Array>>;
 
 export interface BuildOptions {
 	/** Settings for mc/config. */
@@ -217,8 +205,19 @@ export function writeBuildManifest(buildDir: string, options: {settings?: Firmwa
 		include: [path.resolve(options.manifest ?? path.join(REPO_ROOT, "manifest.json"))],
 	};
 	const config: Record<string, string> = {};
-	for (const [key, value] of Object.entries(options.settings ?? {}))
-		if (value !== undefined) config[key] = String(value);
+	const data: string[] = [];
+	for (const [key, value] of Object.entries(options.settings ?? {})) {
+		if (value === undefined) continue;
+		if (value instanceof Uint8Array) {
+			// Bytes go in as a data resource; the setting names it (hosts/moddable/platform.ts reads it).
+			const dataDir = path.join(buildDir, "data");
+			fs.mkdirSync(dataDir, {recursive: true});
+			writeIfChanged(path.join(dataDir, `${key}.der`), value, 0o600);
+			data.push(path.join(dataDir, key));
+			config[key] = `${key}.der`;
+		}
+		else config[key] = String(value);
+	}
 	if (options.roots) {
 		if (!options.roots.length) throw new Error("roots: an empty list would trust nothing; give at least one root certificate");
 		const rootsDir = path.join(buildDir, "roots");
@@ -230,9 +229,10 @@ export function writeBuildManifest(buildDir: string, options: {settings?: Firmwa
 		});
 		for (const file of fs.readdirSync(rootsDir))
 			if (!names.includes(path.basename(file, ".der"))) fs.rmSync(path.join(rootsDir, file), {force: true});
-		manifest.data = {"*": names.map(n => path.join(rootsDir, n))};
+		data.push(...names.map(n => path.join(rootsDir, n)));
 		config.roots = names.map(n => n + ".der").join(",");
 	}
+	if (data.length) manifest.data = {"*": data};
 	manifest.config = config;
 	const file = path.join(appDir, "manifest.json");
 	writeIfChanged(file, JSON.stringify(manifest, null, "\t") + "\n", 0o600);

@@ -1,7 +1,7 @@
 /*
- * npm run sim -- --config device.json [--until EVENT] [--timeout S] [--build-dir D] [--fresh] [--instrument]
+ * npm run sim -- [--app DIR] --config device.json [--until EVENT] [--timeout S] [--build-dir D] [--fresh] [--instrument]
  *
- * Builds the firmware for the Moddable Linux simulator with the settings and roots of device.json,
+ * Builds an application (default: the reference firmware) for the Moddable Linux simulator with the settings and roots of device.json,
  * runs it headless and streams what the device prints (one JSON event per line) to stdout; this
  * tool's own messages go to stderr. With --until it exits 0 once that event appears and 1 on
  * timeout, an "XS abort" or an early exit; without it, it runs until Ctrl-C. Exit 2: the SDK or a
@@ -12,6 +12,7 @@
  */
 import {Command, InvalidArgumentError} from "commander";
 import * as path from "node:path";
+import {resolveApp} from "./app.js";
 import {firmwareSettings, loadDeviceFile} from "./device-config.js";
 import {REPO_ROOT, BuildError, SdkMissingError, buildFirmware, findSdk, runFirmware, type FirmwareRun} from "./sim-runner.js";
 
@@ -25,16 +26,25 @@ const program = new Command()
 	.name("npm run sim --")
 	.description("Build the firmware for the Moddable simulator and run it headless against the DPS and hub of device.json")
 	.requiredOption("--config <file>", "device settings (see device.example.json)")
+	.option("--app <dir>", "the application to build and run (default: the reference firmware; e.g. examples/thermostat)")
 	.option("--until <event>", "exit 0 as soon as the device emits this event (e.g. hub.connected)")
 	.option("--timeout <seconds>", "give up after this long (default 120 with --until, none without)", seconds)
-	.option("--build-dir <dir>", "where to build (kept between runs: later builds are incremental)", path.join(REPO_ROOT, "build/sim"))
+	.option("--build-dir <dir>", "where to build (kept between runs: later builds are incremental; default build/sim/<app>)")
 	.option("--fresh", "forget the device's storage first (cached hub assignment): provision again", false)
 	.option("--instrument", "instrumented build: the simulator prints XS heap, chunk and stack use once a second (sizing the ESP32)", false)
 	.showHelpAfterError();
 
 async function main(): Promise<number> {
 	program.parse();
-	const o = program.opts<{config: string; until?: string; timeout?: number; buildDir: string; fresh: boolean; instrument: boolean}>();
+	const o = program.opts<{config: string; app?: string; until?: string; timeout?: number; buildDir?: string; fresh: boolean; instrument: boolean}>();
+	let app;
+	try {
+		app = resolveApp(o.app);
+	}
+	catch (e) {
+		console.error(`sim: ${(e as Error).message}`);
+		return 2;
+	}
 
 	let sdk;
 	try {
@@ -57,7 +67,7 @@ async function main(): Promise<number> {
 		return 2;
 	}
 
-	const buildDir = path.resolve(o.buildDir);
+	const buildDir = path.resolve(o.buildDir ?? path.join(REPO_ROOT, "build/sim", app.name));
 	// The settings go into a manifest in the build directory, never onto a command line.
 	console.error(`sim: building in ${buildDir} (mcconfig -m -p lin -t build -o ${buildDir} ${path.join(buildDir, "app/manifest.json")})`);
 	let build;
@@ -68,6 +78,7 @@ async function main(): Promise<number> {
 			variant: o.instrument ? "instrument" : "release",
 			roots: device.roots,
 			settings: firmwareSettings(device),
+			manifest: app.manifest,
 		});
 	}
 	catch (e) {

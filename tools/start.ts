@@ -1,8 +1,10 @@
 /*
- * `npm start`: the whole flow on one machine. Starts the emulator, enrolls a demo device, runs the
- * firmware on the Moddable simulator against it and drives it (a direct method, a desired property,
- * a cloud-to-device message) so every step shows. Where the SDK or a virtual display is missing it
- * says what and how to install it, then runs the same device logic on the Node host, labelled so.
+ * `npm start [-- --app DIR]`: the whole flow on one machine. Starts the emulator, enrolls a demo
+ * device, runs the application (default: the reference firmware; `--app examples/thermostat` one of
+ * the examples) on the Moddable simulator against it and drives it from the service side (its
+ * demo.json: methods, desired properties, a cloud-to-device message) so every step shows. Where the
+ * SDK or a virtual display is missing it says what and how to install it, then runs the same
+ * application on the Node host, labelled so.
  */
 import {Command} from "commander";
 import {EventEmitter} from "node:events";
@@ -10,20 +12,31 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import {startEmulator, type Emulator} from "../emulator/index.js";
-import {Device, type DeviceEvent} from "../src/device/app.js";
-import {validateDeviceConfig} from "../src/device/config.js";
-import {createNodePlatform} from "../hosts/node/platform.js";
-import {buildFirmware, runFirmware, simulatorAvailable} from "./sim-runner.js";
+import {pathToFileURL} from "node:url";
+import type {DeviceEvent} from "../src/device.js";
+import {configurePlatform} from "../hosts/node/platform.js";
+import {resolveApp, type App} from "./app.js";
+import {REPO_ROOT, buildFirmware, runFirmware, simulatorAvailable} from "./sim-runner.js";
 
 const program = new Command()
 	.name("start")
 	.description("Run the device against a local DPS + IoT Hub emulator and show the whole flow")
-	.option("--node", "run the device logic on the Node host even where the simulator is available")
+	.option("--app <dir>", "the application to run (default: the reference firmware; e.g. examples/thermostat)")
+	.option("--node", "run the application on the Node host even where the simulator is available")
 	.option("--duration <seconds>", "stop after this many seconds (default: run until Ctrl-C)", Number)
 	.option("--registration-id <id>", "the demo device's registration id", "moddable-demo-001")
 	.option("--port <port>", "the emulator's MQTT/TLS port (0: any free port)", Number, 0)
 	.parse();
-const options = program.opts<{node?: boolean; duration?: number; registrationId: string; port: number}>();
+const options = program.opts<{app?: string; node?: boolean; duration?: number; registrationId: string; port: number}>();
+let app: App;
+try {
+	app = resolveApp(options.app);
+}
+catch (e) {
+	console.error(`start: ${(e as Error).message}`);
+	process.exit(2);
+}
+const intervalMs = app.demo?.intervalMs ?? 5000;
 
 const say = (line: string) => console.log(`\x1b[1m==>\x1b[0m ${line}`);
 
@@ -33,8 +46,8 @@ interface RunningDevice {
 	stop(): Promise<void>;
 }
 
-function waitFor(device: RunningDevice, name: string, timeoutMs = 120_000): Promise<DeviceEvent> {
-	const seen = device.seen.find(e => e.event === name);
+function waitFor(device: RunningDevice, name: string, timeoutMs = 120_000, since = 0): Promise<DeviceEvent> {
+	const seen = device.seen.slice(since).find(e => e.event === name);
 	if (seen) return Promise.resolve(seen);
 	return new Promise((resolve, reject) => {
 		const timer = setTimeout(() => {
@@ -52,13 +65,15 @@ function waitFor(device: RunningDevice, name: string, timeoutMs = 120_000): Prom
 }
 
 async function startFirmware(emulator: Emulator, symmetricKey: string): Promise<RunningDevice> {
-	say("Building the firmware for the Moddable simulator (the first build takes a minute or two)…");
+	say(`Building ${app.name} for the Moddable simulator (the first build takes a minute or two)…`);
 	const build = await buildFirmware({
 		settings: {
 			dpsHost: emulator.host, dpsPort: emulator.port, idScope: emulator.idScope, registrationId: options.registrationId,
-			symmetricKey, hubPort: emulator.port, intervalMs: 5000,
+			symmetricKey, hubPort: emulator.port, intervalMs,
 		},
 		roots: [emulator.caDer],
+		manifest: app.manifest,
+		buildDir: path.join(REPO_ROOT, "build/sim", app.name),
 	});
 	say(`Built in ${build.seconds.toFixed(0)} s. Starting it on the simulator (mcsim under a virtual display):`);
 	const events = new EventEmitter();
@@ -73,50 +88,56 @@ async function startFirmware(emulator: Emulator, symmetricKey: string): Promise<
 	return {events, seen, stop: () => run.stop()};
 }
 
-function startOnNode(emulator: Emulator, symmetricKey: string): RunningDevice {
-	say("Running the device logic on the Node host. This is NOT the firmware: it is the same TypeScript (src/) with Node's TLS in place of the SDK's.");
+async function startOnNode(emulator: Emulator, symmetricKey: string): Promise<RunningDevice> {
+	say(`Running ${app.name} on the Node host. This is NOT the firmware: it is the same TypeScript with Node's TLS and timers in place of the SDK's.`);
 	const events = new EventEmitter();
 	const seen: DeviceEvent[] = [];
 	const state = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "azure-demo-")), "prefs.json");
-	const device = new Device({
-		platform: createNodePlatform({
-			roots: [emulator.caDer],
-			storageFile: state,
-			emit: e => {
-				console.log(`\x1b[35m[node host]\x1b[0m ${JSON.stringify(e)}`);
-				seen.push(e);
-				events.emit("event", e);
-			},
-			print: line => console.log(`\x1b[35m[node host]\x1b[0m ${line}`),
-		}),
-		config: validateDeviceConfig({
-			dps: {host: emulator.host, port: emulator.port, idScope: emulator.idScope, registrationId: options.registrationId, symmetricKey},
-			hub: {port: emulator.port},
-			telemetry: {intervalMs: 5000},
-		}),
+	(globalThis as {trace?: (...v: unknown[]) => void}).trace = (...values: unknown[]) => process.stdout.write(`\x1b[35m[node host]\x1b[0m ${values.map(String).join("")}`);
+	configurePlatform({
+		roots: [emulator.caDer],
+		storageFile: state,
+		emit: e => {
+			console.log(`\x1b[35m[node host]\x1b[0m ${JSON.stringify(e)}`);
+			seen.push(e);
+			events.emit("event", e);
+		},
+		print: line => console.log(`\x1b[35m[node host]\x1b[0m ${line}`),
+		settings: {dpsHost: emulator.host, dpsPort: emulator.port, idScope: emulator.idScope, registrationId: options.registrationId, symmetricKey, hubPort: emulator.port, intervalMs},
 	});
-	void device.start();
-	return {events, seen, stop: () => device.stop()};
+	const module = await import(pathToFileURL(app.main).href) as {default?: unknown};
+	if (typeof module.default === "function") (module.default as () => void)();
+	return {events, seen, stop: async () => {}};
 }
 
-/** What a service-side operator would do, so the device's side of each feature shows. */
+/** What a service-side operator would do (the application's demo.json), so the device's side of each feature shows. */
 async function drive(emulator: Emulator, device: RunningDevice, deviceId: () => string): Promise<void> {
 	await waitFor(device, "hub.connected");
-	await waitFor(device, "telemetry.acked");
+	await eventually(() => emulator.telemetry(deviceId()).length > 0, 60_000, "telemetry");
 	const id = deviceId();
-	say(`The emulator has received ${emulator.telemetry(id).length} telemetry message(s) from ${id}.`);
-	say("Invoking the direct method setTelemetryInterval {intervalMs: 3000}…");
-	const answer = await emulator.invokeMethod(id, "setTelemetryInterval", {intervalMs: 3000}, 30);
-	say(`The device answered ${answer.status} ${JSON.stringify(answer.payload)}.`);
-	say("Setting the desired property telemetryIntervalMs = 4000…");
-	emulator.patchDesired(id, {telemetryIntervalMs: 4000});
-	await waitFor(device, "twin.desired");
-	say("Sending a cloud-to-device message…");
-	emulator.sendC2d(id, {body: "Hello from the emulator", properties: {greeting: "true"}});
-	await waitFor(device, "c2d.received");
+	say(`The emulator has received ${emulator.telemetry(id).length} telemetry message(s) from ${id}: ${emulator.telemetry(id).at(-1)!.body}`);
+	for (const step of app.demo?.steps ?? []) {
+		say(`${step.say}…`);
+		const since = device.seen.length;
+		if (step.method) {
+			const answer = await emulator.invokeMethod(id, step.method, step.payload ?? null, 30);
+			say(`The device answered ${answer.status} ${JSON.stringify(answer.payload)}.`);
+		}
+		if (step.desired) emulator.patchDesired(id, step.desired);
+		if (step.c2d) emulator.sendC2d(id, step.c2d);
+		if (step.wait) await waitFor(device, step.wait, 120_000, since);
+	}
 	await new Promise(r => setTimeout(r, 1500));
 	say(`Reported properties now: ${JSON.stringify(emulator.twin(id).reported)}`);
 	say("The whole flow ran. Telemetry keeps flowing; press Ctrl-C to stop.");
+}
+
+async function eventually(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
+	const end = Date.now() + timeoutMs;
+	while (!check()) {
+		if (Date.now() > end) throw new Error(`no ${what} within ${timeoutMs / 1000} s`);
+		await new Promise(r => setTimeout(r, 200));
+	}
 }
 
 async function main(): Promise<number> {
@@ -139,10 +160,10 @@ async function main(): Promise<number> {
 	process.on("SIGTERM", () => void stop(0));
 
 	const sim = simulatorAvailable();
-	if (options.node) device = startOnNode(emulator, symmetricKey);
+	if (options.node) device = await startOnNode(emulator, symmetricKey);
 	else if (!sim.ok) {
 		console.log(`\n${sim.reason}\n`);
-		device = startOnNode(emulator, symmetricKey);
+		device = await startOnNode(emulator, symmetricKey);
 	}
 	else {
 		try {
@@ -151,7 +172,7 @@ async function main(): Promise<number> {
 		catch (e) {
 			console.error(`\n${(e as Error).message}\n`);
 			say("The firmware could not be built or started; showing the flow on the Node host instead.");
-			device = startOnNode(emulator, symmetricKey);
+			device = await startOnNode(emulator, symmetricKey);
 		}
 	}
 

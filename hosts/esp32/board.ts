@@ -1,19 +1,19 @@
 /*
- * The ESP32 as a board: Wi-Fi with a timeout and retries, SNTP before any TLS, and a real reboot
- * for the "reboot" direct method.
+ * The ESP32 as a board: Wi-Fi with a timeout and retries, SNTP before any TLS, a real restart for a
+ * "reboot" command, and the reason of the last reset.
  */
-import type {Board, BoardSettings} from "../moddable/platform.js";
-// Bare specifiers: this module's own specifier is "board" (chosen per platform by the manifest), so
-// a relative import would resolve from the top level in XS but from this directory in tsc.
-import {connectNetwork, syncClock} from "hosts/esp32/network";
-import restart from "hosts/esp32/restart";
+import type {Board} from "azure-iot/platform";
+import {connectNetwork, createStation, syncClock} from "azure-iot/esp32/network";
+import {resetReason, restart} from "azure-iot/esp32/system";
 
-export function createBoard(settings: BoardSettings): Board {
-	const servers = (settings.sntp ?? "").split(",").map(s => s.trim()).filter(s => s);
+export function createBoard(): Board {
+	const station = createStation();
 	return Object.freeze({
 		name: "esp32",
-		connectNetwork: () => connectNetwork({ssid: settings.ssid ?? "", password: settings.password, log: settings.log}),
-		syncClock: () => syncClock({servers, log: settings.log}),
+		connectNetwork: (network: {ssid?: string; password?: string; log?: (line: string) => void}) =>
+			connectNetwork(station, {ssid: network.ssid ?? "", password: network.password, log: network.log}),
+		syncClock: (servers: readonly string[], log?: (line: string) => void) => syncClock({servers, log}),
 		reboot: () => restart(),
+		resetReason: () => resetReason(),
 	});
 }

@@ -8,7 +8,7 @@ import WiFi from "wifi";
 import SNTP from "sntp";
 import Time from "time";
 import Timer from "timer";
-import {AzureIoTError} from "../../src/errors.js";
+import {AzureIoTError} from "azure-iot/errors";
 
 export interface NetworkOptions {
 	ssid: string;
@@ -23,40 +23,58 @@ export interface NetworkOptions {
 /** The clock counts as set once it is past this (2024-01-01): an ESP32 boots at 1970. */
 const CLOCK_VALID_AFTER_MS = 1704067200000;
 
-let station: WiFi | undefined;
-let lastOptions: NetworkOptions | undefined;
-let connected = false;
-let reconnectTimer: Timer | undefined;
-let reconnectDelay = 2000;
+/**
+ * The station and its reconnect loop. An object, not module-level variables: this module is
+ * preloaded into flash, where module state would be frozen (the XS linker warns of it).
+ */
+class Station {
+	wifi: WiFi | undefined;
+	options: NetworkOptions | undefined;
+	connected = false;
+	reconnectTimer: Timer | undefined;
+	reconnectDelay = 2000;
 
-/** Keeps rejoining in the background, backing off to a minute, until an address comes back. */
-function scheduleReconnect(options: NetworkOptions, log: ((line: string) => void) | undefined): void {
-	if (reconnectTimer) return;
-	reconnectTimer = Timer.set(() => {
-		reconnectTimer = undefined;
-		if (connected) {
-			reconnectDelay = 2000;
-			return;
-		}
-		try {
-			WiFi.connect({ssid: options.ssid, password: options.password});
-		}
-		catch (e) {
-			log?.(`wifi: reconnect failed: ${e instanceof Error ? e.message : String(e)}`);
-		}
-		reconnectDelay = Math.min(60000, reconnectDelay * 2);
-		scheduleReconnect(options, log); // checks again later; cleared by the next gotIP
-	}, reconnectDelay);
+	/** Keeps rejoining in the background, backing off to a minute, until an address comes back. */
+	scheduleReconnect(): void {
+		const options = this.options;
+		if (this.reconnectTimer || !options) return;
+		this.reconnectTimer = Timer.set(() => {
+			this.reconnectTimer = undefined;
+			if (this.connected) {
+				this.reconnectDelay = 2000;
+				return;
+			}
+			try {
+				WiFi.connect({ssid: options.ssid, password: options.password});
+			}
+			catch (e) {
+				options.log?.(`wifi: reconnect failed: ${e instanceof Error ? e.message : String(e)}`);
+			}
+			this.reconnectDelay = Math.min(60000, this.reconnectDelay * 2);
+			this.scheduleReconnect(); // checks again later; cleared by the next gotIP
+		}, this.reconnectDelay);
+	}
+
+	stopReconnecting(): void {
+		if (this.reconnectTimer) Timer.clear(this.reconnectTimer);
+		this.reconnectTimer = undefined;
+		this.reconnectDelay = 2000;
+	}
+}
+
+/** One per board (hosts/esp32/board.ts). */
+export function createStation(): Station {
+	return new Station();
 }
 
 /**
  * Resolves once the station has an IP address. After that the connection is kept up: a lost
  * association is re-attempted in the background (the MQTT clients reconnect on their own).
  */
-export function connectNetwork(options: NetworkOptions): Promise<void> {
+export function connectNetwork(station: Station, options: NetworkOptions): Promise<void> {
 	if (!options.ssid)
-		return Promise.reject(new AzureIoTError("config", "wifi.ssid: is empty. Set the network name (Preference azure/ssid, or build with ssid=...)"));
-	lastOptions = options;
+		return Promise.reject(new AzureIoTError("config", "ssid: is empty. Set the Wi-Fi network's name (Preference azure/ssid, or build with ssid=...)"));
+	station.options = options;
 	const timeoutMs = options.attemptTimeoutMs ?? 20000;
 	const attempts = options.attempts ?? 6;
 	const log = options.log;
@@ -98,11 +116,9 @@ export function connectNetwork(options: NetworkOptions): Promise<void> {
 
 		const onNotify = (message: string) => {
 			if (message === WiFi.gotIP) {
-				connected = true;
+				station.connected = true;
 				joined = true;
-				Timer.clear(reconnectTimer);
-				reconnectTimer = undefined;
-				reconnectDelay = 2000;
+				station.stopReconnecting();
 				if (!settled) {
 					settled = true;
 					Timer.clear(timer);
@@ -112,19 +128,18 @@ export function connectNetwork(options: NetworkOptions): Promise<void> {
 			}
 			else if (message === WiFi.disconnected || message === WiFi.lostIP) {
 				// Only after this call's first success; until then the attempt loop above decides.
-				if (joined && lastOptions) {
-					if (connected) log?.(`wifi: ${message}; reconnecting`);
-					connected = false;
-					scheduleReconnect(lastOptions, log);
+				if (joined) {
+					if (station.connected) log?.(`wifi: ${message}; reconnecting`);
+					station.connected = false;
+					station.scheduleReconnect();
 				}
 			}
 		};
 
-		station?.close();
-		Timer.clear(reconnectTimer);
-		reconnectTimer = undefined;
+		station.wifi?.close();
+		station.stopReconnecting();
 		WiFi.mode = WiFi.Mode.station;
-		station = new WiFi(undefined, onNotify);
+		station.wifi = new WiFi(undefined, onNotify);
 		start();
 	});
 }

@@ -1,5 +1,5 @@
 /*
- * The Host (src/host.ts) on the Moddable SDK: the same host for the ESP32 and the Linux simulator.
+ * The host adapter (src/host.ts) on the Moddable SDK: the same for the ESP32 and the Linux simulator.
  *
  * TLS is the SDK's SecureSocket (its JS TLS 1.2 over the `socket` module). It is used rather than
  * the ECMA-419 TLS socket because a certificate failure there escapes as an unhandled exception and
@@ -12,13 +12,14 @@
  * the SDK's built-in index (ca.ski) can match nothing: only the given roots anchor a chain.
  *
  * This module is preloaded (built at build time, kept in flash), so it must not read anything of the
- * device when it loads: Preference lives in ./storage, which is not.
+ * device when it loads: Preference lives in ./storage, which is not. It imports the core by its
+ * module specifiers (azure-iot/...): the core itself never imports a host.
  */
 import SecureSocket from "securesocket";
 import Timer from "timer";
 import {Digest} from "crypt";
 import HMAC from "hmac";
-import type {Connection, ConnectionHandlers, ConnectOptions, Host, HostError, Storage, TimerHandle} from "../../src/host.js";
+import type {Connection, ConnectionHandlers, ConnectOptions, HostAdapter, HostError, Storage, TimerHandle} from "azure-iot/host";
 
 // Socket callback messages (modules/network/socket/socket.js).
 const CONNECTED = 1, READABLE = 2, WRITABLE = 3, DISCONNECTED = -1;
@@ -266,7 +267,7 @@ export interface ModdableHostOptions {
 	random?: () => number;
 }
 
-export function createModdableHost(options: ModdableHostOptions = {}): Host {
+export function createModdableHost(options: ModdableHostOptions = {}): HostAdapter {
 	const log = options.log ?? ((line: string) => trace(line + "\n"));
 	return Object.freeze({
 		connect: (o: ConnectOptions, h: ConnectionHandlers): Connection => new ModdableConnection(o, h, log),

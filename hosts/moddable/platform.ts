@@ -1,28 +1,54 @@
 /*
- * The DevicePlatform (src/device/app.ts) pieces common to the ESP32 and the simulator: events as
- * one JSON line each through trace (the serial console on the ESP32, stdout under mcsim, where
- * tools/sim-runner.ts reads them), and the pinned roots read from the firmware's data resources.
+ * The platform (azure-iot/device's Platform) of a Moddable build, ESP32 or simulator: the host
+ * adapter on the SDK, the pinned roots from the build's data resources, the settings, events as one
+ * JSON line each through trace (the serial console on the ESP32, stdout under mcsim, where
+ * tools/sim-runner.ts reads them), and the board (azure-iot/board: Wi-Fi, SNTP, restart).
+ *
+ * Settings: each has one name (src/settings.ts), used as the build value (mc/config) and as the
+ * Preference key in domain "azure" (NVS on the ESP32). A non-empty Preference value wins, so one
+ * firmware image serves a fleet, each device's identity in its own flash; settings marked build-only
+ * (what the image is) and the trusted roots cannot be changed from storage. X.509 material is a
+ * Preference blob (DER), or at build time the name of a data resource holding it.
+ *
+ * Not preloaded: Preference is read here, and the simulator's Preference reads its file when it loads.
  */
+import config from "mc/config";
+import Preference from "preference";
 import Resource from "Resource";
-import type {DeviceEvent} from "../../src/device/app.js";
+import {createBoard} from "azure-iot/board";
+import {createModdableHost, errorText} from "azure-iot/moddable/host";
+import {PreferenceStorage} from "azure-iot/moddable/storage";
+import {SETTINGS, type SettingName} from "azure-iot/settings";
+import {AzureIoTError, configError} from "azure-iot/errors";
+import type {DeviceEvent, Platform, ResetInfo} from "azure-iot/device";
 
 /** What differs between the ESP32 and the simulator (hosts/esp32/board.ts, hosts/sim/board.ts). */
-export interface BoardSettings {
-	ssid?: string;
-	password?: string;
-	/** Comma-separated SNTP servers, tried in turn. */
-	sntp?: string;
-	log?: (line: string) => void;
-}
-
 export interface Board {
 	readonly name: string;
-	connectNetwork?(): Promise<void>;
-	syncClock?(): Promise<void>;
+	connectNetwork?(network: {ssid?: string; password?: string; log?: (line: string) => void}): Promise<void>;
+	syncClock?(servers: readonly string[], log?: (line: string) => void): Promise<void>;
 	reboot?(): void;
+	/** Why the chip last reset (ESP32), in words. */
+	resetReason?(): string | undefined;
 	/** Replaces Math.random for the host where that is not random enough. */
 	random?(): number;
 }
+
+export interface PlatformOptions {
+	/** The Preference domain of the settings; default "azure". */
+	domain?: string;
+	/** Diagnostic lines; default trace(). */
+	log?: (line: string) => void;
+	/**
+	 * What an uncaught exception or unhandled rejection does: "report" (default) prints an error event
+	 * and the device carries on on its own timers; "abort" leaves XS's default (the ESP32 restarts).
+	 */
+	unhandled?: "report" | "abort";
+}
+
+const DOMAIN = "azure";
+/** Where the reason of an XS abort is kept for the next boot (Preference key, at most 15 characters). */
+const LAST_ABORT = "lastAbort";
 
 export function emit(event: DeviceEvent): void {
 	trace(JSON.stringify(event) + "\n");
@@ -45,4 +71,96 @@ export function loadRoots(names: string): Uint8Array[] {
 		if (bytes.length < 64 || bytes[0] !== 0x30) throw new Error(`roots: resource ${name} is not a DER certificate`);
 		return bytes;
 	});
+}
+
+function stored(domain: string, name: string): unknown {
+	try {
+		return Preference.get(domain, name);
+	}
+	catch {
+		return undefined; // no such key (some ports throw)
+	}
+}
+
+function built(name: string): unknown {
+	return (config as Record<string, unknown>)[name];
+}
+
+export function createPlatform(options: PlatformOptions = {}): Platform {
+	const domain = options.domain ?? DOMAIN;
+	const log = options.log ?? ((line: string) => trace(line + "\n"));
+	if (options.unhandled !== "abort") installAbortHook(domain);
+	const board = createBoard();
+	const adapter = createModdableHost({storage: new PreferenceStorage(domain, log), log, random: board.random});
+	let roots: Uint8Array[] = [];
+	let setupError: AzureIoTError | undefined;
+	try {
+		roots = loadRoots(String(built("roots") ?? ""));
+	}
+	catch (e) {
+		// Reported by the device as a bad setting: it idles rather than connect trusting nothing.
+		setupError = new AzureIoTError("config", errorText(e));
+	}
+	return Object.freeze({
+		adapter,
+		roots,
+		setupError,
+		emit,
+		print,
+		setting(name: SettingName): unknown {
+			const spec = SETTINGS[name];
+			let value = spec.buildOnly ? undefined : stored(domain, name);
+			if (value === undefined || value === null || value === "") {
+				value = built(name);
+				// Bytes at build time are the name of a data resource that holds them.
+				if (spec.bytes && typeof value === "string" && value) {
+					if (!Resource.exists(value)) throw configError(name, `names the resource ${value}, which is not in the firmware`, "Add the DER file to the manifest's \"data\" section, or store the bytes in Preference");
+					return new Uint8Array(new Resource(value).slice(0));
+				}
+			}
+			if (value instanceof ArrayBuffer) return new Uint8Array(value);
+			return value;
+		},
+		connectNetwork: board.connectNetwork && (network => board.connectNetwork!({...network, log})),
+		syncClock: board.syncClock && (servers => board.syncClock!(servers, log)),
+		reboot: board.reboot,
+		lastReset(): ResetInfo | undefined {
+			const reason = board.resetReason?.();
+			const detail = stored(domain, LAST_ABORT);
+			if (typeof detail === "string" && detail) {
+				try {
+					Preference.delete(domain, LAST_ABORT);
+				}
+				catch {
+					// reported again at the next boot
+				}
+			}
+			if (!reason && !(typeof detail === "string" && detail)) return undefined;
+			const info: ResetInfo = {reason: reason ?? "unknown"};
+			if (typeof detail === "string" && detail) info.detail = detail;
+			return info;
+		},
+	});
+}
+
+/*
+ * An unhandled rejection or exception would abort the VM (and restart the ESP32 into the same
+ * state). With the xs abortHook define, XS asks globalThis.abort first: report and carry on; the
+ * device retries on its own timers. What still aborts (memory full, a native stack overflow) is
+ * recorded for the next boot, so that a fleet operator sees why a device restarted.
+ */
+function installAbortHook(domain: string): void {
+	(globalThis as unknown as {abort?: (message: string, exception: unknown) => boolean}).abort = (message, exception) => {
+		if (message === "unhandled exception" || message === "unhandled rejection") {
+			emit({event: "error", code: "internal", message: `${message}: ${errorText(exception)}`});
+			return false;
+		}
+		try {
+			Preference.set(domain, LAST_ABORT, `XS abort: ${String(message).slice(0, 60)}`);
+		}
+		catch {
+			// no memory left even for this: the reset reason alone will have to say it
+		}
+		return true;
+	};
 }

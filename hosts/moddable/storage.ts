@@ -4,8 +4,8 @@
  * module loads, and a preloaded module loads on the build machine.
  */
 import Preference from "preference";
-import type {Storage} from "../../src/host.js";
-import {errorText} from "./host.js";
+import type {Storage} from "azure-iot/host";
+import {errorText} from "azure-iot/moddable/host";
 
 /** Preference (NVS on the ESP32) in one domain, with the ESP32's limits enforced everywhere. */
 export class PreferenceStorage implements Storage {

@@ -1,12 +1,12 @@
 /*
- * The Node host adapter: node:tls sockets with only the given roots trusted, timers, the clock,
+ * The Node host adapter (src/host.ts): node:tls sockets with only the given roots trusted, timers, the clock,
  * crypto's HMAC, and a JSON file (or memory) for storage. It lets the very same protocol core that
  * runs in XS run under Node, for the tests, the benchmarks and `npm start` without the SDK.
  */
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as tls from "node:tls";
-import type {Connection, ConnectionHandlers, ConnectOptions, Host, HostError, Storage} from "../../src/host.js";
+import type {Connection, ConnectionHandlers, ConnectOptions, HostAdapter, HostError, Storage} from "../../src/host.js";
 
 export interface NodeHostOptions {
 	/** JSON file for Storage; omitted: kept in memory. */
@@ -116,7 +116,7 @@ class FileStorage extends MemoryStorage {
 	#save() { fs.writeFileSync(this.file, JSON.stringify(Object.fromEntries(this.values), null, "\t")); }
 }
 
-export function createNodeHost(options: NodeHostOptions = {}): Host {
+export function createNodeHost(options: NodeHostOptions = {}): HostAdapter {
 	return Object.freeze({
 		connect: (o: ConnectOptions, h: ConnectionHandlers) => new NodeConnection(o, h),
 		setTimer: (callback: () => void, ms: number) => setTimeout(callback, ms),

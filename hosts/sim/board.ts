@@ -1,6 +1,6 @@
 /*
  * The simulator (mcsim on Linux, macOS, Windows) as a board: it uses the computer's network and
- * clock, which are already up, so there is no Wi-Fi to join and no SNTP; it cannot reboot itself.
+ * clock, which are already up, so there is no Wi-Fi to join and no SNTP; it cannot restart itself.
  *
  * Randomness: in the simulator XS's Math.random and the TLS generator (rng) both come from C
  * rand(), never seeded, so every boot would repeat the same message ids, request ids, backoff
@@ -9,9 +9,9 @@
  */
 import RNG from "rng";
 import Time from "time";
-import type {Board, BoardSettings} from "../moddable/platform.js";
+import type {Board} from "azure-iot/platform";
 
-export function createBoard(_settings: BoardSettings): Board {
+export function createBoard(): Board {
 	const seed = new DataView(new ArrayBuffer(16));
 	seed.setFloat64(0, Date.now());
 	seed.setFloat64(8, Time.ticks + Math.random());

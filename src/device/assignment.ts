@@ -5,7 +5,6 @@
  * registration id or id scope provisions afresh. Keys stay within NVS's 15 characters.
  */
 import type {Storage} from "../host.js";
-import type {DeviceConfig} from "./config.js";
 
 export interface Assignment {
 	assignedHub: string;
@@ -17,11 +16,18 @@ const DEVICE = "dps.device";
 const IDENTITY = "dps.regid";
 const BOOTS = "boot.count";
 
-function identity(config: DeviceConfig): string {
-	return `${config.dps.idScope}/${config.dps.registrationId}@${config.dps.host}`;
+/** What the cache is for: the DPS instance and the registration. */
+export interface Identity {
+	idScope: string;
+	registrationId: string;
+	dpsHost: string;
 }
 
-export function loadAssignment(storage: Storage | undefined, config: DeviceConfig): Assignment | undefined {
+function identity(config: Identity): string {
+	return `${config.idScope}/${config.registrationId}@${config.dpsHost}`;
+}
+
+export function loadAssignment(storage: Storage | undefined, config: Identity): Assignment | undefined {
 	if (!storage) return undefined;
 	const assignedHub = storage.get(HUB);
 	const deviceId = storage.get(DEVICE);
@@ -29,7 +35,7 @@ export function loadAssignment(storage: Storage | undefined, config: DeviceConfi
 	return {assignedHub, deviceId};
 }
 
-export function saveAssignment(storage: Storage | undefined, config: DeviceConfig, a: Assignment): void {
+export function saveAssignment(storage: Storage | undefined, config: Identity, a: Assignment): void {
 	if (!storage) return;
 	storage.set(HUB, a.assignedHub);
 	storage.set(DEVICE, a.deviceId);

@@ -12,7 +12,7 @@
  * at a time, and every step re-checks whether the session is still open: user callbacks run
  * synchronously and may close it.
  */
-import type {Connection, Host, HostError, TimerHandle} from "../host.js";
+import type {Connection, HostAdapter, HostError, TimerHandle} from "../host.js";
 import {AzureIoTError, configError} from "../errors.js";
 import {concatBytes, utf8Encode} from "../encoding.js";
 import {DEFAULT_MAX_PACKET_BYTES, encodeConnect, encodeDisconnect, encodePingreq, encodePuback, encodePublish,
@@ -41,14 +41,15 @@ function later(job: () => void): void {
 	Promise.resolve().then(job);
 }
 
-const CONNACK_MEANINGS = [
+// Frozen, as every table of a preloaded module: then it stays in flash instead of being copied to the heap.
+const CONNACK_MEANINGS = Object.freeze([
 	"accepted",
 	"unacceptable protocol version: the server does not accept MQTT 3.1.1",
 	"identifier rejected: the server does not accept this client id; check clientId",
 	"server unavailable: the MQTT service is down; try again later",
 	"bad user name or password: check username and password (for Azure, the SAS token, its key and its expiry)",
 	"not authorized: the server refuses these credentials or this client; check the credentials and the device's permissions",
-];
+]);
 
 interface Pending {
 	kind: "PUBACK" | "SUBACK" | "UNSUBACK";
@@ -131,7 +132,7 @@ function positiveInteger(options: MqttClientOptions, name: keyof MqttClientOptio
 // function uses, #names included, into its stack frame, so they made every method's frame larger
 // (BENCHMARKS.md, finding 6). Only #options and #connectPacket (they hold the password) stay #private.
 export class MqttClient implements MqttSession {
-	private _host: Host;
+	private _host: HostAdapter;
 	#options: MqttClientOptions;
 	private _where: string;
 	private _keepAliveMs: number;
@@ -164,9 +165,9 @@ export class MqttClient implements MqttSession {
 	private readonly _ackTickJob = () => this._ackTick();
 
 	constructor(options: MqttClientOptions) {
-		const host = options?.host;
+		const host = options?.adapter;
 		if (!host || typeof host.connect !== "function" || typeof host.setTimer !== "function")
-			throw configError("host", "missing or not a Host", "Pass the platform's Host (createNodeHost() under Node)");
+			throw configError("adapter", "missing or not a host adapter", "Pass the platform's HostAdapter (createNodeHost() under Node)");
 		const server = options.server;
 		if (!server || typeof server.host !== "string" || !server.host)
 			throw configError("server.host", "missing", "Give the broker's host name");
@@ -187,7 +188,10 @@ export class MqttClient implements MqttSession {
 		const connectTimeoutMs = positiveInteger(options, "connectTimeoutMs", 30000);
 		this._ackTimeoutMs = positiveInteger(options, "ackTimeoutMs", 30000);
 		this._maxOutgoing = positiveInteger(options, "maxOutgoingPacketBytes", DEFAULT_MAX_PACKET_BYTES, 2);
-		this._parser = new PacketParser(positiveInteger(options, "maxIncomingPacketBytes", DEFAULT_MAX_PACKET_BYTES, 2));
+		if (options.incomingLimit !== undefined && typeof options.incomingLimit !== "function")
+			throw configError("incomingLimit", "is not a function", "Give a function from a topic to its payload limit in bytes, or leave it out");
+		this._parser = new PacketParser(positiveInteger(options, "maxIncomingPacketBytes", DEFAULT_MAX_PACKET_BYTES, 2),
+			{payloadLimit: options.incomingLimit});
 		this.#connectPacket = encodeConnect({
 			clientId: options.clientId, username: options.username, password: options.password, clean, keepAliveSeconds: keepAlive,
 		});
@@ -450,9 +454,15 @@ export class MqttClient implements MqttSession {
 		case "connack":
 			this._fail(new AzureIoTError("mqtt.protocol", `${this._where} sent a second CONNACK. Check that this port speaks MQTT 3.1.1.`));
 			return;
-		case "publish":
-			this._onPublish({topic: packet.topic, payload: packet.payload, qos: packet.qos, retain: packet.retain, dup: packet.dup}, packet.packetId);
+		case "publish": {
+			const message: MqttMessage = {topic: packet.topic, payload: packet.payload, qos: packet.qos, retain: packet.retain, dup: packet.dup};
+			if (packet.dropped) {
+				message.dropped = true;
+				message.size = packet.size;
+			}
+			this._onPublish(message, packet.packetId);
 			return;
+		}
 		case "puback":
 		case "unsuback":
 			this._settle(packet.type === "puback" ? "PUBACK" : "UNSUBACK", packet.packetId);

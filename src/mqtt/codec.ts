@@ -1,8 +1,9 @@
 /*
  * MQTT 3.1.1 packets for a client that uses QoS 0 and 1 only. Encoders build each packet in one
  * exactly sized Uint8Array; the parser takes the byte stream in whatever chunks the socket gives and
- * checks each packet's type and size from its fixed header, before any body is buffered, so that a
- * hostile or broken server cannot make a 40 KB device heap allocate what it claims.
+ * checks each packet's type and size before anything of its body is buffered, so that a hostile or
+ * broken server cannot make a small device heap allocate what it claims: a PUBLISH over its limit
+ * is consumed without being buffered (see PacketParser).
  */
 import {AzureIoTError} from "../errors.js";
 import {utf8Decode, utf8Encode} from "../encoding.js";
@@ -16,8 +17,9 @@ export const DEFAULT_MAX_PACKET_BYTES = 262144 + 1024;
 const CONNECT = 1, CONNACK = 2, PUBLISH = 3, PUBACK = 4, PUBREC = 5, PUBREL = 6, PUBCOMP = 7, SUBSCRIBE = 8,
 	SUBACK = 9, UNSUBSCRIBE = 10, UNSUBACK = 11, PINGREQ = 12, PINGRESP = 13, DISCONNECT = 14;
 
-const NAMES = ["reserved (0)", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP", "SUBSCRIBE",
-	"SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP", "DISCONNECT", "reserved (15)"];
+// Frozen, as every table of a preloaded module: then it stays in flash instead of being copied to the heap.
+const NAMES = Object.freeze(["reserved (0)", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP", "SUBSCRIBE",
+	"SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP", "DISCONNECT", "reserved (15)"]);
 
 export interface Will {
 	topic: string;
@@ -47,7 +49,7 @@ export interface PublishFields {
 /** What a server may send to a QoS 0/1 client. */
 export type ServerPacket =
 	| {type: "connack"; sessionPresent: boolean; returnCode: number}
-	| {type: "publish"; topic: string; payload: Uint8Array; qos: QoS; retain: boolean; dup: boolean; packetId: number}
+	| {type: "publish"; topic: string; payload: Uint8Array; qos: QoS; retain: boolean; dup: boolean; packetId: number; dropped?: true; size?: number}
 	| {type: "puback"; packetId: number}
 	| {type: "suback"; packetId: number; granted: number[]}
 	| {type: "unsuback"; packetId: number}
@@ -243,8 +245,8 @@ function nonZeroId(body: Uint8Array, at: number, type: number): number {
 	return id;
 }
 
-/** Decodes a complete body. `owned`: the body is the parser's own copy, so the payload may share it. */
-function decode(first: number, body: Uint8Array, owned: boolean): ServerPacket {
+/** Decodes the complete body of a packet other than PUBLISH (PUBLISH is read as it streams: PacketParser). */
+function decode(first: number, body: Uint8Array): ServerPacket {
 	const type = first >> 4;
 	switch (type) {
 	case CONNACK: {
@@ -252,24 +254,6 @@ function decode(first: number, body: Uint8Array, owned: boolean): ServerPacket {
 		const sessionPresent = (body[0] & 1) === 1;
 		if (sessionPresent && body[1] !== 0) throw protocolError(`the server sent a CONNACK refusing (code ${body[1]}) yet with session present set`);
 		return {type: "connack", sessionPresent, returnCode: body[1]};
-	}
-	case PUBLISH: {
-		const qos = ((first >> 1) & 3) as QoS;
-		const length = u16(body, 0);
-		const end = 2 + length;
-		if (end + (qos ? 2 : 0) > body.length)
-			throw protocolError(`the server sent a PUBLISH whose ${length}-byte topic runs past the end of the packet`);
-		if (!length) throw protocolError("the server sent a PUBLISH with an empty topic");
-		for (let i = 2; i < end; i++) {
-			const c = body[i];
-			// Bytes, not characters: UTF-8 never encodes other characters with these byte values.
-			if (c === 0x2b || c === 0x23 || c === 0) throw protocolError("the server sent a PUBLISH whose topic contains a wildcard or NUL");
-		}
-		const topic = utf8Decode(body.subarray(2, end));
-		const packetId = qos ? nonZeroId(body, end, type) : 0;
-		const start = end + (qos ? 2 : 0);
-		const payload = owned ? body.subarray(start) : copy(body.subarray(start));
-		return {type: "publish", topic, payload, qos, retain: (first & 1) === 1, dup: (first & 8) === 8, packetId};
 	}
 	case PUBACK:
 		return {type: "puback", packetId: nonZeroId(body, 0, type)};
@@ -298,15 +282,41 @@ export function copy(bytes: Uint8Array): Uint8Array {
 }
 
 const EMPTY = new Uint8Array(0);
-const FIRST = 0, LENGTH = 1, BODY = 2;
+const FIRST = 0, LENGTH = 1, BODY = 2, TOPIC_LENGTH = 3, TOPIC = 4, PACKET_ID = 5, PAYLOAD = 6, SKIP = 7;
+
+/** Topics longer than this are not buffered: their PUBLISH is skipped, and reported dropped with an empty topic. */
+export const DEFAULT_MAX_TOPIC_BYTES = 4096;
+
+export interface ParserOptions {
+	/**
+	 * The largest PUBLISH payload to buffer for a topic. A larger one is consumed without being
+	 * buffered (skipped as it streams in) and delivered as a publish with `dropped: true`, its size,
+	 * and an empty payload, so that the session can acknowledge it and go on: closing the connection
+	 * instead would only have the server deliver it again after the reconnect. Default: no limit below the packet limit.
+	 */
+	payloadLimit?(topic: string): number;
+	/** Default DEFAULT_MAX_TOPIC_BYTES. */
+	maxTopicBytes?: number;
+}
 
 /**
  * Incremental parser of the server's byte stream. push() queues a chunk (kept by reference, not
- * copied); next() returns the next complete packet or undefined when more bytes are needed. Errors
- * are AzureIoTError "mqtt.protocol" or "mqtt.tooLarge"; after one, the parser stays failed.
+ * copied); next() returns the next complete packet or undefined when more bytes are needed.
+ *
+ * Two limits. maxPacketBytes bounds every packet: more than the server may ever send (IoT Hub sends
+ * nothing above 256 KB), so a larger one fails with mqtt.tooLarge and ends the session. Below it,
+ * payloadLimit(topic) is what the device takes of a PUBLISH: a larger one is skipped as it streams
+ * in, so that the session can acknowledge it and go on.
+ *
+ * Memory: nothing is allocated by a size the server claims before that size has passed the limits.
+ * A PUBLISH is read field by field as it streams in, and its payload is assembled in one buffer of
+ * its own (one copy, whatever number of chunks it spans; none when it is skipped).
+ * Errors are AzureIoTError "mqtt.protocol" or "mqtt.tooLarge"; after one, the parser stays failed.
  */
 export class PacketParser {
 	readonly maxPacketBytes: number;
+	private _payloadLimit: ((topic: string) => number) | undefined;
+	private _maxTopic: number;
 	private _chunks: Uint8Array[] = [];
 	private _offset = 0; // into _chunks[0]
 	private _state = FIRST;
@@ -314,14 +324,26 @@ export class PacketParser {
 	private _remaining = 0;
 	private _lengthBytes = 0;
 	private _multiplier = 1;
+	/** The buffer being filled (a non-PUBLISH body, a topic or a payload) and how much of it is. */
 	private _body: Uint8Array = EMPTY;
 	private _filled = 0;
+	/** PUBLISH fields read so far; _left counts the bytes of the packet still to come. */
+	private _left = 0;
+	private _topicLength = 0;
+	/** Bytes of a topic too long to buffer still to skip. */
+	private _topicLeft = 0;
+	private _topic = "";
+	private _packetId = 0;
+	private _idHigh = -1;
+	private _size = 0;
 	private _error: AzureIoTError | undefined;
 
-	constructor(maxPacketBytes: number = DEFAULT_MAX_PACKET_BYTES) {
+	constructor(maxPacketBytes: number = DEFAULT_MAX_PACKET_BYTES, options: ParserOptions = {}) {
 		if (!Number.isInteger(maxPacketBytes) || maxPacketBytes < 2)
 			throw new AzureIoTError("config", `maxPacketBytes ${maxPacketBytes}: must be an integer of at least 2.`);
 		this.maxPacketBytes = maxPacketBytes;
+		this._payloadLimit = options.payloadLimit;
+		this._maxTopic = options.maxTopicBytes ?? DEFAULT_MAX_TOPIC_BYTES;
 	}
 
 	push(chunk: Uint8Array): void {
@@ -329,7 +351,7 @@ export class PacketParser {
 		this._chunks.push(chunk);
 	}
 
-	/** Bytes held: queued chunks not yet consumed plus the body being filled. */
+	/** Bytes held: queued chunks not yet consumed plus the buffer being filled. */
 	get buffered(): number {
 		let n = this._body.length;
 		for (let i = 0; i < this._chunks.length; i++) n += this._chunks[i].length - (i ? 0 : this._offset);
@@ -367,9 +389,44 @@ export class PacketParser {
 		this._offset = 0;
 	}
 
+	/** Copies queued bytes into _body until it is full; false when more bytes are needed. */
+	private _fill(): boolean {
+		while (this._filled < this._body.length) {
+			const head = this._chunks[0];
+			if (!head) return false;
+			const n = Math.min(head.length - this._offset, this._body.length - this._filled);
+			this._body.set(head.subarray(this._offset, this._offset + n), this._filled);
+			this._filled += n;
+			this._offset += n;
+			if (this._offset >= head.length) this._advance();
+		}
+		return true;
+	}
+
+	/** Drops at most `count` queued bytes; returns how many it dropped. */
+	private _skipUpTo(count: number): number {
+		let skipped = 0;
+		while (skipped < count) {
+			const head = this._chunks[0];
+			if (!head) break;
+			const n = Math.min(head.length - this._offset, count - skipped);
+			skipped += n;
+			this._offset += n;
+			if (this._offset >= head.length) this._advance();
+		}
+		return skipped;
+	}
+
+	private _start(buffer: Uint8Array, state: number): void {
+		this._body = buffer;
+		this._filled = 0;
+		this._state = state;
+	}
+
 	private _step(): ServerPacket | undefined {
 		for (;;) {
-			if (this._state === FIRST) {
+			switch (this._state) {
+			case FIRST: {
 				const b = this._byte();
 				if (b < 0) return undefined;
 				checkFirstByte(b);
@@ -378,49 +435,137 @@ export class PacketParser {
 				this._lengthBytes = 0;
 				this._multiplier = 1;
 				this._state = LENGTH;
+				break;
 			}
-			if (this._state === LENGTH) {
+			case LENGTH: {
 				const b = this._byte();
 				if (b < 0) return undefined;
 				this._remaining += (b & 127) * this._multiplier;
 				this._multiplier *= 128;
 				this._lengthBytes++;
+				const publish = this._first >> 4 === PUBLISH;
 				if (1 + this._lengthBytes + this._remaining > this.maxPacketBytes)
 					throw new AzureIoTError("mqtt.tooLarge",
-						`the server sent a ${NAMES[this._first >> 4]} of at least ${1 + this._lengthBytes + this._remaining} bytes, over the ${this.maxPacketBytes}-byte limit (maxIncomingPacketBytes). Raise the limit if messages this large are expected.`);
+						`the server sent a ${NAMES[this._first >> 4]} of at least ${1 + this._lengthBytes + this._remaining} bytes, over the ${this.maxPacketBytes}-byte limit (maxIncomingPacketBytes), more than the server should ever send. Raise the limit if it is right to.`);
 				if (b & 128) {
 					if (this._lengthBytes === 4) throw protocolError("the server sent a remaining length longer than 4 bytes");
-					continue;
+					break;
 				}
 				checkRemaining(this._first, this._remaining);
-				this._state = FIRST;
-				if (!this._remaining) return decode(this._first, EMPTY, true);
-				const head = this._chunks[0];
-				if (head && head.length - this._offset >= this._remaining) {
-					// The whole body is in one chunk: decode it in place.
-					const body = head.subarray(this._offset, this._offset + this._remaining);
-					this._offset += this._remaining;
-					if (this._offset >= head.length) this._advance();
-					return decode(this._first, body, false);
+				if (publish) {
+					this._left = this._remaining;
+					this._start(new Uint8Array(2), TOPIC_LENGTH);
+					break;
 				}
-				this._body = new Uint8Array(this._remaining);
-				this._filled = 0;
-				this._state = BODY;
+				this._state = FIRST;
+				if (!this._remaining) return decode(this._first, EMPTY);
+				this._start(new Uint8Array(this._remaining), BODY);
+				break;
 			}
-			// BODY
-			while (this._filled < this._body.length) {
-				const head = this._chunks[0];
-				if (!head) return undefined;
-				const n = Math.min(head.length - this._offset, this._body.length - this._filled);
-				this._body.set(head.subarray(this._offset, this._offset + n), this._filled);
-				this._filled += n;
-				this._offset += n;
-				if (this._offset >= head.length) this._advance();
+			case BODY: {
+				if (!this._fill()) return undefined;
+				const body = this._body;
+				this._body = EMPTY;
+				this._state = FIRST;
+				return decode(this._first, body);
 			}
-			const body = this._body;
-			this._body = EMPTY;
-			this._state = FIRST;
-			return decode(this._first, body, true);
+			case TOPIC_LENGTH: {
+				if (!this._fill()) return undefined;
+				const length = u16(this._body, 0);
+				const qos = (this._first >> 1) & 3;
+				this._left -= 2;
+				if (!length) throw protocolError("the server sent a PUBLISH with an empty topic");
+				if (length + (qos ? 2 : 0) > this._left)
+					throw protocolError(`the server sent a PUBLISH whose ${length}-byte topic runs past the end of the packet`);
+				this._topicLength = length;
+				this._topic = "";
+				this._packetId = 0;
+				this._idHigh = -1;
+				if (length > this._maxTopic) {
+					// Not buffered: the topic's bytes are skipped, and the packet with them.
+					this._body = EMPTY;
+					this._topicLeft = length;
+					this._state = TOPIC;
+					break;
+				}
+				this._start(new Uint8Array(length), TOPIC);
+				break;
+			}
+			case TOPIC: {
+				if (this._body.length) {
+					if (!this._fill()) return undefined;
+					const bytes = this._body;
+					for (let i = 0; i < bytes.length; i++) {
+						const c = bytes[i];
+						// Bytes, not characters: UTF-8 never encodes other characters with these byte values.
+						if (c === 0x2b || c === 0x23 || c === 0) throw protocolError("the server sent a PUBLISH whose topic contains a wildcard or NUL");
+					}
+					this._topic = utf8Decode(bytes);
+					this._body = EMPTY;
+					this._left -= this._topicLength;
+				}
+				else {
+					const n = this._skipUpTo(this._topicLeft);
+					this._topicLeft -= n;
+					this._left -= n;
+					if (this._topicLeft) return undefined;
+				}
+				this._state = PACKET_ID;
+				break;
+			}
+			case PACKET_ID: {
+				if ((this._first >> 1) & 3) {
+					while (this._packetId === 0) {
+						const b = this._byte();
+						if (b < 0) return undefined;
+						if (this._idHigh < 0) {
+							this._idHigh = b;
+							continue;
+						}
+						this._packetId = (this._idHigh << 8) | b;
+						this._left -= 2;
+						if (!this._packetId) throw protocolError("the server sent a PUBLISH with packet id 0");
+					}
+				}
+				this._size = this._left;
+				const known = this._topic !== "";
+				const limit = !known ? -1 : this._payloadLimit ? this._payloadLimit(this._topic) : this.maxPacketBytes;
+				if (this._size > limit) {
+					this._state = SKIP;
+					break;
+				}
+				this._start(this._size ? new Uint8Array(this._size) : EMPTY, PAYLOAD);
+				break;
+			}
+			case PAYLOAD: {
+				if (!this._fill()) return undefined;
+				const payload = this._body;
+				this._body = EMPTY;
+				this._left = 0;
+				this._state = FIRST;
+				return this._publish(payload, false);
+			}
+			default: { // SKIP
+				this._left -= this._skipUpTo(this._left);
+				if (this._left) return undefined;
+				this._state = FIRST;
+				return this._publish(EMPTY, true);
+			}
+			}
 		}
+	}
+
+	private _publish(payload: Uint8Array, dropped: boolean): ServerPacket {
+		const first = this._first;
+		const packet: Extract<ServerPacket, {type: "publish"}> = {
+			type: "publish", topic: this._topic, payload, qos: ((first >> 1) & 3) as QoS,
+			retain: (first & 1) === 1, dup: (first & 8) === 8, packetId: this._packetId,
+		};
+		if (dropped) {
+			packet.dropped = true;
+			packet.size = this._size;
+		}
+		this._topic = "";
+		return packet;
 	}
 }

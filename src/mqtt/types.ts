@@ -4,17 +4,26 @@
  * subscriptions at QoS 0) and always uses a clean session, so telemetry could be lost silently and
  * cloud-to-device messages queued while offline would be dropped.
  */
-import type {ConnectOptions, Host} from "../host.js";
+import type {ConnectOptions, HostAdapter} from "../host.js";
 import type {AzureIoTError} from "../errors.js";
 
 export type QoS = 0 | 1;
 
 export interface MqttMessage {
+	/** Empty when the topic itself was too long to buffer (the message is dropped then). */
 	topic: string;
+	/** Empty when dropped. */
 	payload: Uint8Array;
 	qos: QoS;
 	retain: boolean;
 	dup: boolean;
+	/**
+	 * The payload was over the limit for its topic (incomingLimit) and was skipped as it streamed
+	 * in, never buffered; `size` says how large it was. A QoS 1 message is acknowledged all the same,
+	 * so that the server does not send it again.
+	 */
+	dropped?: true;
+	size?: number;
 }
 
 export interface Subscription {
@@ -28,7 +37,7 @@ export interface PublishOptions {
 }
 
 export interface MqttClientOptions {
-	host: Host;
+	adapter: HostAdapter;
 	server: ConnectOptions;
 	clientId: string;
 	username?: string;
@@ -41,8 +50,17 @@ export interface MqttClientOptions {
 	connectTimeoutMs?: number;
 	/** How long SUBACK, UNSUBACK, PUBACK and PINGRESP may take. Default 30000. */
 	ackTimeoutMs?: number;
-	/** Incoming packets larger than this close the connection with mqtt.tooLarge. Default 262144 + 1024. */
+	/**
+	 * The largest incoming packet other than PUBLISH (larger ones close the connection with
+	 * mqtt.tooLarge), and the payload limit of a PUBLISH when incomingLimit is not given.
+	 * Default 262144 + 1024.
+	 */
 	maxIncomingPacketBytes?: number;
+	/**
+	 * The largest payload taken for a PUBLISH on `topic`. Larger ones are consumed without being
+	 * buffered and handed to onMessage with `dropped: true` (see MqttMessage).
+	 */
+	incomingLimit?(topic: string): number;
 	/** Publishes larger than this are refused with mqtt.tooLarge. Default 262144 + 1024. */
 	maxOutgoingPacketBytes?: number;
 	/** CONNACK accepted. */

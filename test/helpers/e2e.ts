@@ -4,12 +4,13 @@
 import {startEmulator, type Emulator, type EmulatorOptions} from "../../emulator/index.js";
 import {createNodeHost} from "../../hosts/node/host.js";
 import {createNodePlatform} from "../../hosts/node/platform.js";
-import type {Host} from "../../src/host.js";
-import type {DeviceEvent} from "../../src/device/app.js";
+import type {HostAdapter} from "../../src/host.js";
+import type {DeviceEvent} from "../../src/device.js";
+import type {SettingName} from "../../src/settings.js";
 
 export interface Rig {
 	emulator: Emulator;
-	host: Host;
+	host: HostAdapter;
 	roots: Uint8Array[];
 }
 
@@ -55,8 +56,8 @@ export class EventLog {
 	}
 }
 
-export function nodePlatform(rig: Rig, log: EventLog, storageFile?: string, lines: string[] = []) {
-	return createNodePlatform({roots: rig.roots, emit: log.emit, print: line => lines.push(line), storageFile});
+export function nodePlatform(rig: Rig, log: EventLog, storageFile?: string, lines: string[] = [], settings: Partial<Record<SettingName, unknown>> = {}) {
+	return createNodePlatform({roots: rig.roots, emit: log.emit, print: line => lines.push(line), storageFile, settings});
 }
 
 /** Polls until `check` returns a value that is not undefined/false. */

@@ -1,11 +1,11 @@
 /*
- * Test doubles for the protocol core: a Host on a virtual clock (timers run only when a test
+ * Test doubles for the protocol core: a HostAdapter on a virtual clock (timers run only when a test
  * advances time), deterministic randomness, a real HMAC from node:crypto; and a scripted
  * MqttSession that records what the client asks for and lets the test answer (CONNACK, SUBACK,
  * PUBACK, incoming PUBLISH, drops). Nothing here touches the network or real timers.
  */
 import * as crypto from "node:crypto";
-import type {Connection, ConnectionHandlers, ConnectOptions, Host, Storage, TimerHandle} from "../../src/host.js";
+import type {Connection, ConnectionHandlers, ConnectOptions, HostAdapter, Storage, TimerHandle} from "../../src/host.js";
 import {AzureIoTError} from "../../src/errors.js";
 import type {MqttClientOptions, MqttMessage, MqttSession, PublishOptions, QoS, Subscription} from "../../src/mqtt/types.js";
 
@@ -42,7 +42,7 @@ export interface FakeHostOptions {
 	random?: () => number;
 }
 
-export class FakeHost implements Host {
+export class FakeHost implements HostAdapter {
 	time: number;
 	random: () => number;
 	readonly logs: string[] = [];

@@ -1,6 +1,6 @@
 /*
  * Shared set-up for the fault matrix (test/faults-*.test.ts, test/telemetry-accounting.test.ts):
- * an emulator whose log is kept so a test can count what the service saw for one device, a Host
+ * an emulator whose log is kept so a test can count what the service saw for one device, a HostAdapter
  * that counts the connections the core opens, and short-cuts to a provisioned HubClient.
  *
  * Faults are filtered by device id wherever the emulator allows it, so tests in one file run
@@ -8,7 +8,7 @@
  */
 import {startEmulator, type Emulator, type EmulatorOptions} from "../../emulator/index.js";
 import {createNodeHost} from "../../hosts/node/host.js";
-import type {Connection, ConnectionHandlers, ConnectOptions, Host} from "../../src/host.js";
+import type {Connection, ConnectionHandlers, ConnectOptions, HostAdapter} from "../../src/host.js";
 import {ProvisioningClient, type ProvisioningOptions} from "../../src/dps.js";
 import {HubClient, type HubOptions} from "../../src/hub.js";
 import type {AzureIoTError} from "../../src/errors.js";
@@ -41,13 +41,13 @@ export {uniqueId};
 
 export const sleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms));
 
-export interface CountingHost extends Host {
+export interface CountingHost extends HostAdapter {
 	/** Connections the core asked the host to open, with when. */
 	readonly connects: {at: number; host: string; port: number}[];
 }
 
 /** A Node host that records every connection attempt: how "never a tight loop" is counted. */
-export function countingHost(base: Host = createNodeHost()): CountingHost {
+export function countingHost(base: HostAdapter = createNodeHost()): CountingHost {
 	const connects: {at: number; host: string; port: number}[] = [];
 	return {
 		connects,
@@ -67,14 +67,14 @@ export function countingHost(base: Host = createNodeHost()): CountingHost {
 
 export function provisioningClient(rig: FaultRig, registrationId: string, symmetricKey: string, extra: Partial<ProvisioningOptions> = {}): ProvisioningClient {
 	return new ProvisioningClient({
-		host: createNodeHost(), roots: rig.roots, endpoint: rig.emulator.host, port: rig.emulator.port,
+		adapter: createNodeHost(), roots: rig.roots, endpoint: rig.emulator.host, port: rig.emulator.port,
 		idScope: rig.emulator.idScope, registrationId, symmetricKey, ...extra,
 	});
 }
 
 export interface Provisioned {
 	deviceId: string;
-	hubName: string;
+	hubHost: string;
 	symmetricKey: string;
 }
 
@@ -83,7 +83,7 @@ export async function provisioned(rig: FaultRig, prefix: string): Promise<Provis
 	const id = uniqueId(prefix);
 	const {symmetricKey} = rig.emulator.addEnrollment({registrationId: id});
 	const result = await provisioningClient(rig, id, symmetricKey).register();
-	return {deviceId: result.deviceId!, hubName: result.assignedHub!, symmetricKey};
+	return {deviceId: result.deviceId!, hubHost: result.assignedHub!, symmetricKey};
 }
 
 export interface HubHarness {
@@ -101,7 +101,7 @@ export function hubClient(rig: FaultRig, device: Provisioned, extra: Partial<Hub
 	const errors: AzureIoTError[] = [];
 	const connects: HubHarness["connects"] = [];
 	const hub = new HubClient({
-		host, roots: rig.roots, hubName: device.hubName, deviceId: device.deviceId, symmetricKey: device.symmetricKey,
+		adapter: host, roots: rig.roots, hubHost: device.hubHost, deviceId: device.deviceId, symmetricKey: device.symmetricKey,
 		port: rig.emulator.port,
 		backoff: {initialMs: 200, maxMs: 1000},
 		onConnect: info => connects.push({reconnect: info.reconnect, at: Date.now()}),

@@ -1,16 +1,19 @@
 /*
- * DPS topics and reply parsing (protocol note §1). Pure functions, so the parsing of untrusted
- * server replies can be fed anything in tests.
+ * DPS topics and reply parsing (protocol note §1), in this one module: the provisioning client
+ * never builds or looks into a topic string. Pure functions, so the parsing of untrusted server
+ * replies can be fed anything in tests.
  */
-import {AzureIoTError} from "./errors.js";
-import {parseQuery} from "./query.js";
+import {AzureIoTError} from "../errors.js";
+import {encodeComponent, parseQuery} from "../query.js";
 
 export const DPS_API_VERSION = "2019-03-31";
 export const DPS_RESPONSE_FILTER = "$dps/registrations/res/#";
 const RESPONSE_PREFIX = "$dps/registrations/res/";
 
-export function dpsUsername(idScope: string, registrationId: string): string {
-	return `${idScope}/registrations/${registrationId}/api-version=${DPS_API_VERSION}`;
+/** `{idScope}/registrations/{registrationId}/api-version=...`, and the client's version as the Embedded C SDK adds it. */
+export function dpsUsername(idScope: string, registrationId: string, clientVersion?: string): string {
+	const username = `${idScope}/registrations/${registrationId}/api-version=${DPS_API_VERSION}`;
+	return clientVersion ? `${username}&ClientVersion=${encodeComponent(clientVersion)}` : username;
 }
 
 export function registerTopic(rid: string): string {

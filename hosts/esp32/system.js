@@ -1,0 +1,7 @@
+/*
+ * esp_restart() and esp_reset_reason() (system.c). The SDK offers a restart only through the
+ * ECMA-419 System object, which would pull in the whole embedded:provider/builtin, and no reset
+ * reason at all.
+ */
+export function restart() @ "xs_azure_restart";
+export function resetReason() @ "xs_azure_reset_reason";

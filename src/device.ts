@@ -1,0 +1,484 @@
+/*
+ * The device, as an application sees it: one options object (checked before anything is taken),
+ * callbacks in the options that are never called from inside the call that triggered them, an
+ * idempotent close() — the ECMA-419 base class pattern Moddable's own modules follow. Underneath
+ * it does what a device on Azure must (src/device/lifecycle.ts: network, clock, DPS with its cache
+ * and re-provisioning, the hub connection with renewal and reconnects) and speaks IoT Plug and Play
+ * as Microsoft's samples do (src/pnp.ts): component telemetry and properties, writable properties
+ * handed over from the initial twin and from every update and acknowledged, commands per
+ * component, cloud-to-device messages.
+ *
+ * Settings come from the platform (build values and Preference on the device, device.json under
+ * Node) and are checked here once. A bad setting is data, not code: it is reported (an `error`
+ * event, onError, the state "failed") and the device idles, rather than throw from a constructor
+ * that an application may run at boot — a device that threw would reboot into the same error.
+ * Bad options are code: they throw.
+ */
+import {AzureIoTError, configError} from "./errors.js";
+import type {CloudMessage, HubClient, MethodRequest, MethodResponse, RefusedMessage, TelemetryOptions} from "./hub.js";
+import {checkModelId} from "./validate.js";
+import {checkSettings, publicSettings, SETTING_NAMES, type SettingName, type Settings} from "./settings.js";
+import {acknowledgementPatch, alreadyAcknowledged, reportedPatch, writableProperties, type Acknowledgement, type WritableProperty} from "./pnp.js";
+import {asError, Lifecycle, type DeviceState, type Identity} from "./device/lifecycle.js";
+import {ReportQueue} from "./device/reports.js";
+import type {DeviceEvent, Platform} from "./device/platform.js";
+
+export type {CloudMessage, RefusedMessage} from "./hub.js";
+export type {Acknowledgement, WritableProperty} from "./pnp.js";
+export type {DeviceState} from "./device/lifecycle.js";
+export type {DeviceEvent, Platform, ResetInfo} from "./device/platform.js";
+export type {Settings, SettingName} from "./settings.js";
+
+/** A command (direct method) for the application to answer. */
+export interface CommandRequest {
+	/** The component, for `component*command` methods; undefined for the root. */
+	component?: string;
+	/** The command's name, without its component. */
+	name: string;
+	/** The method name as called (`thermostat1*getMaxMinReport`). */
+	method: string;
+	/** The request's JSON payload; null when there was none. */
+	payload: unknown;
+}
+
+export interface CommandResponse {
+	status: number;
+	payload?: unknown;
+}
+
+/** What the device refused before the application saw it, with its size. */
+export type Refusal =
+	| {kind: "message"; size: number; limit: number; messageId?: string; properties: Readonly<Record<string, string>>}
+	| {kind: "command"; method: string; status: number; size: number; reason: string};
+
+export interface StateInfo {
+	/** Why the device is disconnected or failed. */
+	error?: AzureIoTError;
+	/** When it tries again. */
+	retryInMs?: number;
+}
+
+export interface SendOptions {
+	/** IoT Plug and Play component (`$.sub`). */
+	component?: string;
+	/** Application properties. */
+	properties?: Record<string, string>;
+	contentType?: string;
+	contentEncoding?: string;
+	messageId?: string;
+	correlationId?: string;
+}
+
+export type Callback<T> = (error: AzureIoTError | null, result?: T) => void;
+
+export interface DeviceOptions {
+	platform: Platform;
+	/** The IoT Plug and Play model the application implements (sent to DPS and the hub); default the modelId setting. */
+	modelId?: string;
+	/** The model's components: a desired key is a component only if it is named here (the hub does not say). */
+	components?: readonly string[];
+	/** Settings given in code; they win over the platform's (build values, Preference, device.json). */
+	settings?: Partial<Record<SettingName, unknown>>;
+	/** Report the reason of the last reset (an event and the reported property lastReset). Default true. */
+	reportReset?: boolean;
+	onStateChange?(this: Device, state: DeviceState, info: StateInfo): void;
+	/**
+	 * A writable property from the twin read after each connect (when its version changed) and from
+	 * every update. Return the acknowledgement (a status, or {status, description, value}) to have it
+	 * reported; return nothing to acknowledge later with acknowledge(), or not at all.
+	 */
+	onWritable?(this: Device, property: WritableProperty): Acknowledgement | number | void | Promise<Acknowledgement | number | void>;
+	/** A command. Return the status and payload; return nothing for "no such command" (404). */
+	onCommand?(this: Device, command: CommandRequest): CommandResponse | void | Promise<CommandResponse | void>;
+	/** A cloud-to-device message; it is completed once this returns (or its promise settles). */
+	onMessage?(this: Device, message: CloudMessage): void | Promise<void>;
+	/** Something refused for its size or form, before the application saw it. */
+	onRefused?(this: Device, refusal: Refusal): void;
+	/** Problems the device reports and carries on from (and a bad setting, after which it idles). */
+	onError?(this: Device, error: AzureIoTError): void;
+}
+
+const CALLBACKS = Object.freeze(["onStateChange", "onWritable", "onCommand", "onMessage", "onRefused", "onError"] as const);
+const COMPONENT = /^[A-Za-z](?:[A-Za-z0-9_]{0,62}[A-Za-z0-9])?$/;
+
+function checkOptions(options: DeviceOptions): {modelId?: string; components: readonly string[]} {
+	if (!options || typeof options !== "object") throw configError("options", "is missing", "Pass one options object to new Device()");
+	const platform = options.platform;
+	if (!platform || typeof platform !== "object" || !platform.adapter || typeof platform.setting !== "function" || typeof platform.emit !== "function")
+		throw configError("platform", "is missing or incomplete", "Pass the platform of the build: import {createPlatform} from \"azure-iot/platform\"");
+	for (const name of CALLBACKS) {
+		if (options[name] !== undefined && typeof options[name] !== "function") throw configError(name, "is not a function", "Give a function, or leave it out");
+	}
+	const components = options.components ?? [];
+	if (!Array.isArray(components) || !components.every(c => typeof c === "string" && COMPONENT.test(c)))
+		throw configError("components", "is not a list of component names", "Give the model's component names, e.g. [\"thermostat1\", \"deviceInformation\"]");
+	if (options.settings !== undefined) {
+		if (typeof options.settings !== "object" || options.settings === null) throw configError("settings", "is not an object", "Give settings by name, e.g. {intervalMs: 5000}");
+		for (const name of Object.keys(options.settings))
+			if (!SETTING_NAMES.includes(name as SettingName)) throw configError(`settings.${name}`, "is not a setting", `Use one of ${SETTING_NAMES.join(", ")}`);
+	}
+	const modelId = options.modelId === undefined ? undefined : checkModelId(options.modelId);
+	return {modelId, components: Object.freeze(components.slice())};
+}
+
+/** Splits concatenated DER certificates (each a SEQUENCE with a definite length). */
+function splitDer(bytes: Uint8Array, field: string): Uint8Array[] {
+	const out: Uint8Array[] = [];
+	for (let at = 0; at < bytes.length;) {
+		let length = 0, header = 2;
+		const first = bytes[at + 1];
+		if (bytes[at] !== 0x30 || first === undefined) throw configError(field, "is not DER certificates", "Store the intermediates as DER, one after the other");
+		if (first < 0x80) length = first;
+		else {
+			const n = first & 0x7f;
+			if (n < 1 || n > 3 || at + 2 + n > bytes.length) throw configError(field, "is not DER certificates", "Store the intermediates as DER, one after the other");
+			for (let i = 0; i < n; i++) length = length * 256 + bytes[at + 2 + i];
+			header = 2 + n;
+		}
+		if (at + header + length > bytes.length) throw configError(field, "ends inside a certificate", "Store the whole DER of each intermediate");
+		out.push(bytes.subarray(at, at + header + length));
+		at += header + length;
+	}
+	return out;
+}
+
+// State is in TypeScript-private properties, not #private names: XS copies every outer name a
+// function uses, #names included, into its stack frame (BENCHMARKS.md, finding 6).
+export class Device {
+	private _options: DeviceOptions;
+	private _platform: Platform;
+	private _modelId: string | undefined;
+	private _components: readonly string[];
+	private _settings: Readonly<Partial<Settings>> = Object.freeze({});
+	private _lifecycle: Lifecycle | undefined;
+	private _hub: HubClient | undefined;
+	private _reports: ReportQueue;
+	private _state: DeviceState = "starting";
+	private _closed = false;
+	/** Telemetry sent before the hub client exists (while provisioning), bounded by queueLimit. */
+	private _early: {body: string | Uint8Array | object; options: TelemetryOptions; callback?: Callback<{messageId: string}>}[] = [];
+	private _queueLimit = 16;
+	private _resetReported = false;
+
+	constructor(options: DeviceOptions) {
+		const checked = checkOptions(options);
+		this._options = options;
+		this._platform = options.platform;
+		this._components = checked.components;
+		this._reports = new ReportQueue(options.platform.adapter, e => this._emit(e));
+		// Everything else happens in a job of its own: never inside the constructor.
+		Promise.resolve().then(() => this._start(checked.modelId));
+	}
+
+	/** "starting", "provisioning", "connecting", "connected", "disconnected" (retrying), "failed" (a bad setting) or "closed". */
+	get state(): DeviceState {
+		return this._state;
+	}
+
+	/** The settings in use, without the secrets. */
+	get settings(): Readonly<Partial<Settings>> {
+		return this._settings;
+	}
+
+	get deviceId(): string | undefined {
+		return this._lifecycle?.assignment?.deviceId;
+	}
+
+	get hubHost(): string | undefined {
+		return this._lifecycle?.assignment?.assignedHub;
+	}
+
+	get bootCount(): number {
+		return this._lifecycle?.bootCount ?? 0;
+	}
+
+	get modelId(): string | undefined {
+		return this._modelId;
+	}
+
+	/**
+	 * Sends telemetry (QoS 1). The callback gets null once the hub acknowledged it, or the error:
+	 * queue.full when queueLimit messages wait already (the hub is unreachable), a config error for
+	 * a body that cannot be sent. Without a callback, failures go to onError.
+	 */
+	send(body: string | Uint8Array | object, options?: SendOptions, callback?: Callback<{messageId: string}>): void {
+		const o = options ?? {};
+		if (o.component !== undefined && this._components.length && !this._components.includes(o.component)) {
+			this._fail(callback, configError("component", `"${o.component}" is not one of the model's components (${this._components.join(", ")})`, "Send with a component named in the options' components, or none"));
+			return;
+		}
+		const telemetry: TelemetryOptions = {...o};
+		if (this._closed) {
+			this._fail(callback, closedError());
+			return;
+		}
+		const hub = this._hub;
+		if (!hub) {
+			if (this._early.length >= this._queueLimit) {
+				this._fail(callback, new AzureIoTError("queue.full", `The telemetry queue is full (${this._queueLimit} messages wait for the hub connection), so the message was not accepted. Send it again later, or raise queueLimit`, {retriable: true}));
+				return;
+			}
+			this._early.push({body, options: telemetry, callback});
+			return;
+		}
+		this._sendNow(hub, body, telemetry, callback);
+	}
+
+	/**
+	 * Reports properties, for the root or one component (`{"<component>":{"__t":"c",...}}`); null
+	 * deletes one. Reports made in one turn, or while the hub is unreachable, leave as one patch.
+	 */
+	report(properties: Record<string, unknown>, options?: {component?: string}, callback?: Callback<number>): void {
+		const component = options?.component;
+		if (!properties || typeof properties !== "object" || Array.isArray(properties)) {
+			this._fail(callback, configError("properties", "is not an object", "Report properties as {name: value}"));
+			return;
+		}
+		if (component !== undefined && !this._components.includes(component)) {
+			this._fail(callback, configError("component", `"${component}" is not one of the model's components`, "Name it in the options' components"));
+			return;
+		}
+		if (this._closed) {
+			this._fail(callback, closedError());
+			return;
+		}
+		let copy: Record<string, unknown>;
+		try {
+			copy = JSON.parse(JSON.stringify(properties));
+		}
+		catch {
+			this._fail(callback, configError("properties", "cannot be serialized as JSON", "Remove cycles and BigInt values"));
+			return;
+		}
+		this._reports.add(reportedPatch(copy, component), component ? {component} : {}, this._reportCallback(callback));
+	}
+
+	/**
+	 * Acknowledges a writable property the IoT Plug and Play way: `{"value","ac","av","ad"}`, with
+	 * `av` the desired version (0 and status 203 for a value of the device's own, with no desired
+	 * one). The value defaults to the desired value.
+	 */
+	acknowledge(property: WritableProperty, ack: Acknowledgement | number, callback?: Callback<number>): void {
+		const a = typeof ack === "number" ? {status: ack} : ack;
+		if (!property || typeof property.name !== "string" || typeof property.version !== "number" ||
+			!a || !Number.isInteger(a.status) || a.status < 100 || a.status > 999) {
+			this._fail(callback, configError("acknowledge()", "needs a writable property and a status", "Pass the property onWritable got (or {name, value, version}) and {status: 200}"));
+			return;
+		}
+		if (this._closed) {
+			this._fail(callback, closedError());
+			return;
+		}
+		const value = a.value === undefined ? property.value : a.value;
+		const summary: Record<string, unknown> = {[property.name]: value, ac: a.status};
+		if (property.component !== undefined) summary.component = property.component;
+		this._reports.add(acknowledgementPatch(property, a), summary, this._reportCallback(callback));
+	}
+
+	/** Forgets the DPS assignment and registers again (for a "reprovision" command, say). */
+	reprovision(): void {
+		if (!this._closed) this._lifecycle?.reprovision();
+	}
+
+	/** Stops: disconnects from the hub; what was not sent fails with device.closed. May be called more than once. */
+	close(): void {
+		if (this._closed) return;
+		this._closed = true;
+		const error = closedError();
+		for (const e of this._early.splice(0)) this._fail(e.callback, error);
+		this._reports.close(error);
+		const lifecycle = this._lifecycle;
+		this._lifecycle = undefined;
+		void lifecycle?.stop();
+		this._state = "closed";
+		this._reports.connected = false;
+		// Never from inside close() itself.
+		Promise.resolve().then(() => this._invoke(() => this._options.onStateChange?.call(this, "closed", {})));
+	}
+
+	// --- start ---
+
+	private _start(modelId: string | undefined): void {
+		if (this._closed) return;
+		const p = this._platform;
+		const overrides = this._options.settings ?? {};
+		let settings: Settings;
+		let identity: Identity | undefined;
+		try {
+			if (p.setupError) throw p.setupError;
+			settings = checkSettings(name => name in overrides ? overrides[name] : p.setting(name), p.settingLabels ?? "name");
+			if (settings.x509Cert && settings.x509Key)
+				identity = {clientCertificates: [settings.x509Cert, ...(settings.x509Chain ? splitDer(settings.x509Chain, "x509Chain") : [])], clientKey: settings.x509Key};
+		}
+		catch (e) {
+			const error = asError(e);
+			this._emit({event: "error", code: error.code, message: error.message});
+			this._setState("failed", {error});
+			this._call("onError", error);
+			return;
+		}
+		this._settings = publicSettings(settings);
+		this._queueLimit = settings.queueLimit;
+		this._modelId = modelId ?? settings.modelId;
+		const reset = this._options.reportReset === false ? undefined : p.lastReset?.();
+		if (reset) this._emit({event: "device.reset", ...reset});
+		this._lifecycle = new Lifecycle(p, settings, identity, this._modelId, {
+			onDesired: (patch, version, info) => this._onDesired(patch, version, info.complete ? info.reported : undefined),
+			onMethod: request => this._onMethod(request),
+			onMethodRefused: info => {
+				this._emit({event: "method.rejected", name: info.name, status: info.status, size: info.size});
+				this._call("onRefused", {kind: "command", method: info.name, status: info.status, size: info.size, reason: info.reason});
+			},
+			onMessage: message => this._onMessage(message),
+			onMessageRefused: message => this._onMessageRefused(message),
+			onQueueOverflow: refused => this._emit({event: "error", code: "queue.full", message: `telemetry ${refused.messageId} was not accepted: the outbound queue is full while the hub is unreachable`}),
+			onError: error => {
+				this._emit({event: "error", code: error.code, message: error.message});
+				this._call("onError", error);
+			},
+		}, {
+			state: (state, info) => this._setState(state, info),
+			hub: hub => this._attach(hub),
+			connected: () => {
+				if (reset && !this._resetReported) {
+					this._resetReported = true;
+					this.report({lastReset: reset});
+				}
+			},
+			error: error => this._call("onError", error),
+		});
+		this._lifecycle.start().catch(e => {
+			const error = asError(e);
+			this._emit({event: "error", code: error.code, message: error.message});
+		});
+	}
+
+	private _attach(hub: HubClient): void {
+		this._hub = hub;
+		this._reports.attach(hub);
+		for (const e of this._early.splice(0)) this._sendNow(hub, e.body, e.options, e.callback);
+	}
+
+	private _sendNow(hub: HubClient, body: string | Uint8Array | object, options: TelemetryOptions, callback?: Callback<{messageId: string}>): void {
+		hub.sendTelemetry(body, options).then(result => {
+			if (callback) this._invoke(() => callback(null, result));
+		}, e => {
+			const error = asError(e);
+			// queue.full is reported by the hub client's overflow callback already; closing says so itself.
+			if (callback) this._invoke(() => callback(error));
+			else if (error.code !== "queue.full" && error.code !== "hub.closed") this._call("onError", error);
+		});
+	}
+
+	// --- what the hub sends ---
+
+	private _onDesired(desired: Record<string, unknown>, version: number, reported: Record<string, unknown> | undefined): void {
+		this._emit({event: "twin.desired", version, keys: Object.keys(desired).filter(k => !k.startsWith("$"))});
+		const handler = this._options.onWritable;
+		if (!handler) return;
+		for (const property of writableProperties(desired, version, this._components)) {
+			Promise.resolve()
+				.then(() => handler.call(this, Object.freeze(property)))
+				.then(result => {
+					if (result === undefined || this._closed) return;
+					const ack = typeof result === "number" ? {status: result} : result;
+					if (reported && alreadyAcknowledged(reported, property, ack)) return;
+					this.acknowledge(property, ack);
+				}, e => {
+					const detail = e instanceof Error ? e.message : String(e);
+					this.acknowledge(property, {status: 500, description: `failed: ${detail.slice(0, 120)}`});
+				});
+		}
+	}
+
+	private async _onMethod(request: MethodRequest): Promise<MethodResponse> {
+		let response: MethodResponse;
+		const component = request.component;
+		const handler = this._options.onCommand;
+		if (component !== undefined && !this._components.includes(component))
+			response = {status: 404, payload: {message: `no component "${component.slice(0, 64)}" on this device`}};
+		else if (!handler)
+			response = {status: 404, payload: {message: `no command "${request.name.slice(0, 64)}": this device takes no commands`}};
+		else {
+			const command: CommandRequest = {name: request.command, method: request.name, payload: request.payload};
+			if (component !== undefined) command.component = component;
+			const result = await handler.call(this, Object.freeze(command));
+			response = result ?? {status: 404, payload: {message: `no command "${request.name.slice(0, 64)}" on this device`}};
+		}
+		this._emit({event: "method.invoked", name: request.name, status: response.status});
+		return response;
+	}
+
+	private _onMessage(message: CloudMessage): void | Promise<void> {
+		this._emit({
+			event: "c2d.received",
+			messageId: message.systemProperties["$.mid"] ?? message.systemProperties["message-id"],
+			body: message.text().slice(0, 256),
+			properties: message.properties,
+		});
+		const handler = this._options.onMessage;
+		if (handler) return handler.call(this, message);
+	}
+
+	private _onMessageRefused(message: RefusedMessage): void {
+		const messageId = message.systemProperties["$.mid"];
+		this._emit({event: "c2d.rejected", messageId, size: message.size, limit: message.limit, properties: message.properties});
+		const refusal: Refusal = {kind: "message", size: message.size, limit: message.limit, properties: message.properties};
+		if (messageId !== undefined) refusal.messageId = messageId;
+		this._call("onRefused", refusal);
+	}
+
+	// --- reporting ---
+
+	private _setState(state: DeviceState, info: StateInfo): void {
+		if (this._state === "closed" || (state === this._state && state !== "disconnected")) return;
+		this._state = state;
+		this._reports.connected = state === "connected";
+		this._call("onStateChange", state, info);
+	}
+
+	private _reportCallback(callback: Callback<number> | undefined): ((error: AzureIoTError | null, version?: number) => void) | undefined {
+		if (callback) return (error, version) => this._invoke(() => callback(error, version));
+		return error => {
+			if (error && error.code !== "device.closed") this._call("onError", error);
+		};
+	}
+
+	private _fail<T>(callback: Callback<T> | undefined, error: AzureIoTError): void {
+		// Never from inside the call that failed: in a job of its own.
+		Promise.resolve().then(() => {
+			if (callback) this._invoke(() => callback(error));
+			else this._call("onError", error);
+		});
+	}
+
+	private _call<K extends "onStateChange" | "onRefused" | "onError">(name: K, ...args: Parameters<NonNullable<DeviceOptions[K]>>): void {
+		const f = this._options[name] as ((...a: unknown[]) => void) | undefined;
+		if (f) this._invoke(() => f.apply(this, args));
+	}
+
+	private _invoke(call: () => void): void {
+		try {
+			call();
+		}
+		catch (e) {
+			this._emit({event: "error", code: "internal", message: `an application callback threw: ${e instanceof Error ? e.message : String(e)}`});
+		}
+	}
+
+	private _emit(event: DeviceEvent): void {
+		try {
+			this._platform.emit(event);
+		}
+		catch {
+			// printing must never stop the device
+		}
+	}
+}
+
+function closedError(): AzureIoTError {
+	return new AzureIoTError("device.closed", "The device was closed. Make a new Device to connect again");
+}
+
+Object.freeze(Device.prototype);
+Object.freeze(Device);
