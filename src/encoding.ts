@@ -145,3 +145,38 @@ export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
 	}
 	return out;
 }
+
+/**
+ * Strict unpadded base64url (RFC 4648 §5, as JWS uses it) of text[start, end): returns undefined
+ * for "=", a character outside the alphabet, a length of 4n+1 or non-zero leftover bits, so callers
+ * can say what is wrong. The range lets a caller decode a part of a JWS without copying it out.
+ */
+export function base64UrlDecode(text: string, start = 0, end = text.length): Uint8Array | undefined {
+	const length = end - start;
+	const rest = length % 4;
+	if (rest === 1 || length < 0) return undefined;
+	const out = new Uint8Array(((length - rest) / 4) * 3 + (rest ? rest - 1 : 0));
+	let acc = 0, bits = 0, o = 0;
+	for (let i = start; i < end; i++) {
+		const v = base64UrlValue(text.charCodeAt(i));
+		if (v < 0) return undefined;
+		acc = ((acc << 6) | v) & 0xffffff;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[o++] = (acc >> bits) & 255;
+		}
+	}
+	// The 2 or 4 bits left over must be zero, or two texts would decode to the same bytes.
+	if (bits && (acc & ((1 << bits) - 1))) return undefined;
+	return out;
+}
+
+function base64UrlValue(c: number): number {
+	if (c >= 65 && c <= 90) return c - 65;       // A-Z
+	if (c >= 97 && c <= 122) return c - 71;      // a-z
+	if (c >= 48 && c <= 57) return c + 4;        // 0-9
+	if (c === 45) return 62;                     // -
+	if (c === 95) return 63;                     // _
+	return -1;
+}
