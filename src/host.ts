@@ -12,6 +12,10 @@ export interface ConnectOptions {
 	roots: readonly Uint8Array[];
 	/** Name checked against the server certificate and sent as SNI; defaults to host. */
 	serverName?: string;
+	/** X.509 client identity: the leaf certificate first, then any intermediates, each DER. */
+	clientCertificates?: readonly Uint8Array[];
+	/** The leaf's private key: unencrypted PKCS#8 DER (RSA: the SDK's TLS signs with RSA only). */
+	clientKey?: Uint8Array;
 }
 
 /** Why a connection ended, as the host saw it. */
