@@ -11,10 +11,15 @@
  * could outlive the connection that asked for it). The manifest ships no caN.der store files, so
  * the SDK's built-in index (ca.ski) can match nothing: only the given roots anchor a chain.
  *
+ * X.509: ConnectOptions.clientCertificates/clientKey go to the SDK's TLS as they are (leaf first, RSA
+ * PKCS#8 key), checked beforehand by src/x509.ts. Such a connection never resumes a TLS session:
+ * see SESSION CACHE below.
+ *
  * This module is preloaded (built at build time, kept in flash), so it must not read anything of the
  * device when it loads: Preference lives in ./storage, which is not. It imports the core by its
  * module specifiers (azure-iot/...): the core itself never imports a host.
  */
+import config from "mc/config";
 import SecureSocket from "securesocket";
 import Timer from "timer";
 import {Digest} from "crypt";
@@ -36,7 +41,7 @@ interface SecureSocketInternals {
 	callback: (message: number, value?: number) => void;
 	handshaking?: boolean;
 	closing?: boolean | number;
-	sock?: {close(): void};
+	sock?: TcpSocket;
 	ssl?: {certificateManager: {register(certificate: ArrayBuffer): void}};
 	messageHandler(bytesAvailable: number): void;
 	read(type: typeof ArrayBuffer): ArrayBuffer;
@@ -45,6 +50,69 @@ interface SecureSocketInternals {
 	close(): void;
 }
 const SecureSocketBase = SecureSocket as unknown as new (dictionary: Record<string, unknown>) => SecureSocketInternals;
+
+/** The SDK's TCP socket as SecureSocket's TLS uses it: read(ArrayBuffer, n), read() for the count, write() for the room. */
+interface TcpSocket {
+	callback: (message: number, value?: number) => void;
+	read(...args: unknown[]): unknown;
+	write(): number;
+	write(data: ArrayBuffer): void;
+	close(): void;
+}
+
+/**
+ * Set by hosts/sim/manifest.json only. The simulators' socket (modules/network/socket/lin/modSocket.c,
+ * and the mac and win ones) copies each write into a fixed 1,024-byte buffer and throws "can't write
+ * all data" for anything larger, while SecureSocket writes each TLS handshake message as one record
+ * (ssl/session doProtocol). A Certificate message with a leaf and its intermediate is about 2 KB, so
+ * the handshake died there and the server saw the client hang up. The ESP32's lwIP socket takes a
+ * write up to its free send buffer (8 KB, all but free at that point of the handshake), so there
+ * SecureSocket keeps the socket it made.
+ */
+const SPLIT_SOCKET_WRITES = (config as Record<string, unknown>).socketSplitWrites === true;
+
+/**
+ * Puts itself between SecureSocket and its TCP socket and cuts each write into pieces the
+ * simulator's 1 KB buffer takes. The simulator sends every piece at once (send() on a socket whose
+ * kernel buffer is far larger), so its buffer is empty again after each one and the pieces follow
+ * each other in the same turn. Reads, close and the callback are the socket's own.
+ */
+class SplitWritesSocket implements TcpSocket {
+	private _socket: TcpSocket;
+
+	constructor(socket: TcpSocket) {
+		this._socket = socket;
+	}
+
+	get callback(): (message: number, value?: number) => void {
+		return this._socket.callback;
+	}
+
+	set callback(callback: (message: number, value?: number) => void) {
+		this._socket.callback = callback;
+	}
+
+	read(...args: unknown[]): unknown {
+		return this._socket.read(...args);
+	}
+
+	write(): number;
+	write(data: ArrayBuffer): void;
+	write(data?: ArrayBuffer): number | void {
+		if (data === undefined) return this._socket.write();
+		const bytes = new Uint8Array(data);
+		for (let offset = 0; offset < bytes.length;) {
+			// With no room at all, the socket's own write throws, as it would have without this class.
+			const size = Math.min(bytes.length - offset, Math.max(1, this._socket.write()));
+			this._socket.write(size === bytes.length ? data : bytes.slice(offset, offset + size).buffer);
+			offset += size;
+		}
+	}
+
+	close(): void {
+		this._socket.close();
+	}
+}
 
 /**
  * Records what SecureSocket swallows: whether TCP came up (the handshake starts on the first
@@ -58,6 +126,9 @@ class PinnedSecureSocket extends SecureSocketBase {
 
 	constructor(dictionary: Record<string, unknown>, roots: readonly Uint8Array[]) {
 		super(dictionary);
+		// Before any write: the TCP connection only comes up in a later turn, and SecureSocket reads
+		// this.sock afresh for every read and write.
+		if (SPLIT_SOCKET_WRITES && this.sock) this.sock = new SplitWritesSocket(this.sock);
 		try {
 			for (const root of roots)
 				this.ssl!.certificateManager.register(exactBuffer(root));
@@ -121,16 +192,32 @@ class ModdableConnection implements Connection {
 		this._log = log;
 		if (!options.roots.length) throw new Error("no trusted roots given: refusing to connect without a pinned root");
 		try {
+			const secure: Record<string, unknown> = {
+				serverName: options.serverName ?? options.host,
+				protocolVersion: 0x303,
+			};
+			if (options.clientCertificates?.length) {
+				// The SDK's TLS sends these in this order and signs with the key only for certificates[0]
+				// (ssl_cert.js getKey compares the buffers), so exact buffers, the leaf first.
+				secure.clientCertificates = options.clientCertificates.map(exactBuffer);
+				if (options.clientKey) secure.clientKey = exactBuffer(options.clientKey);
+				/*
+				 * SESSION CACHE: off for a client certificate. The SDK keeps one TLS session per server
+				 * name, whatever identity made it (ssl/cache), and a resumed handshake sends no
+				 * Certificate: a server that resumes then sees the identity of the earlier connection
+				 * (another certificate, or none after a SAS connection to the same host), never the one
+				 * configured now. A full handshake costs one RSA signature per connect, and IoT Hub
+				 * verifies the device's certificate on every connect anyway.
+				 */
+				secure.cache = false;
+			}
 			this._socket = new PinnedSecureSocket({
 				host: options.host,
 				port: options.port,
 				// MQTT sends small packets and waits for the reply (PUBACK, SUBACK): Nagle's algorithm
 				// would hold each one back for the previous ACK. lwIP honours this; the simulator ignores it.
 				noDelay: true,
-				secure: {
-					serverName: options.serverName ?? options.host,
-					protocolVersion: 0x303,
-				},
+				secure,
 			}, options.roots);
 		}
 		catch (e) {

@@ -43,26 +43,56 @@ function classify(error: NodeJS.ErrnoException): HostError {
 	return {kind: "io", message: error.message};
 }
 
+/**
+ * node:tls options for an X.509 client identity: the chain as PEM, leaf first (Node sends it in that
+ * order), and the PKCS#8 DER key as a KeyObject's PEM. Throws what node:crypto says about a bad key.
+ */
+function clientIdentity(options: ConnectOptions): Pick<tls.ConnectionOptions, "cert" | "key"> {
+	if (!options.clientCertificates?.length) return {};
+	if (!options.clientKey) throw new Error("clientCertificates given without clientKey");
+	const key = crypto.createPrivateKey({key: Buffer.from(options.clientKey), format: "der", type: "pkcs8"});
+	return {
+		cert: options.clientCertificates.map(derToPem).join(""),
+		key: key.export({format: "pem", type: "pkcs8"}),
+	};
+}
+
 class NodeConnection implements Connection {
-	#socket: tls.TLSSocket;
+	/** Absent when the connection could not even be attempted (a client identity node:tls refused). */
+	#socket: tls.TLSSocket | undefined;
 	#closed = false;
 
 	constructor(options: ConnectOptions, handlers: ConnectionHandlers) {
 		if (!options.roots.length) throw new Error("no trusted roots given: refusing to connect without a pinned root");
-		this.#socket = tls.connect({
+		let secureContext: tls.SecureContext;
+		try {
+			// Built here so that a key that does not fit the certificate fails now, not inside connect.
+			secureContext = tls.createSecureContext({ca: options.roots.map(derToPem), minVersion: "TLSv1.2", ...clientIdentity(options)});
+		}
+		catch (e) {
+			// The contract: onClose, never a throw from connect, and not before the caller has the Connection.
+			// node:crypto's messages name the problem (e.g. "key values mismatch"), never the key.
+			const message = `cannot use the client certificate for ${options.host}: ${(e as Error).message}`;
+			setImmediate(() => {
+				if (this.#closed) return;
+				this.#closed = true;
+				handlers.onClose({kind: "tls", message});
+			});
+			return;
+		}
+		const socket = this.#socket = tls.connect({
 			host: options.host,
 			port: options.port,
 			servername: isIp(options.serverName ?? options.host) ? undefined : (options.serverName ?? options.host),
-			ca: options.roots.map(derToPem),
+			secureContext,
 			rejectUnauthorized: true,
-			minVersion: "TLSv1.2",
 			checkServerIdentity: (_host, cert) => tls.checkServerIdentity(options.serverName ?? options.host, cert),
 		});
-		this.#socket.setNoDelay(true);
-		this.#socket.on("secureConnect", () => {
+		socket.setNoDelay(true);
+		socket.on("secureConnect", () => {
 			if (!this.#closed) handlers.onConnect();
 		});
-		this.#socket.on("data", (data: Buffer) => {
+		socket.on("data", (data: Buffer) => {
 			if (!this.#closed) handlers.onData(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
 		});
 		let reported = false;
@@ -72,21 +102,23 @@ class NodeConnection implements Connection {
 			this.#closed = true;
 			handlers.onClose(error);
 		};
-		this.#socket.on("error", (e: NodeJS.ErrnoException) => report(classify(e)));
-		this.#socket.on("close", () => report({kind: "closed", message: "connection closed by the server"}));
+		socket.on("error", (e: NodeJS.ErrnoException) => report(classify(e)));
+		socket.on("close", () => report({kind: "closed", message: "connection closed by the server"}));
 	}
 
 	write(bytes: Uint8Array): void {
-		if (this.#closed || this.#socket.destroyed) throw new Error("connection closed");
+		if (this.#closed || !this.#socket || this.#socket.destroyed) throw new Error("connection closed");
 		this.#socket.write(bytes);
 	}
 
 	close(): void {
 		if (this.#closed) return;
 		this.#closed = true;
-		this.#socket.end();
-		this.#socket.destroySoon();
-		setTimeout(() => this.#socket.destroy(), 1000).unref();
+		const socket = this.#socket;
+		if (!socket) return;
+		socket.end();
+		socket.destroySoon();
+		setTimeout(() => socket.destroy(), 1000).unref();
 	}
 }
 
