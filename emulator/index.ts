@@ -14,7 +14,7 @@ import type {Context, Settings} from "./context.js";
 import {DpsService, checkDpsConnect, dpsSubscriptionAllowed, isDpsUsername, parseDpsRequest} from "./dps.js";
 import {type Fault, FaultSet, validateFault} from "./faults.js";
 import {HubService, MAX_SUBSCRIPTIONS, checkHubConnect, faultTarget, hubSubscriptionAllowed, parseHubRequest, twinView} from "./hub.js";
-import {type TlsProfile, TLS_PROFILES, leafHosts, loadPki} from "./pki.js";
+import {SERVER_CIPHERS, type TlsProfile, TLS_PROFILES, leafHosts, loadPki} from "./pki.js";
 import {type DeviceView, EmulatorHttpError, type Stats, type TelemetryRecord, Registry, deviceStats, newStats, registrationKey} from "./registry.js";
 import {isBase64Key, newSymmetricKey} from "./sas.js";
 import {noteSecret} from "./secret-log.js";
@@ -273,8 +273,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 		key: identity.key,
 		cert: identity.certChain,
 		minVersion: "TLSv1.2",
-		// Node's defaults plus the RSA-key-exchange CBC/GCM suites that small TLS 1.2 clients offer.
-		ciphers: `${tls.DEFAULT_CIPHERS}:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-SHA256:ECDHE-RSA-AES128-SHA:AES128-GCM-SHA256:AES128-SHA256:AES128-SHA:AES256-SHA256:AES256-SHA`,
+		ciphers: SERVER_CIPHERS,
 	}, socket => {
 		broker.handle(socket);
 	});
