@@ -99,6 +99,13 @@ export function startApi(emulator: Emulator, options: {port: number; host: strin
 			return [204, undefined];
 		}],
 		["GET", /^\/stats$/, () => [200, emulator.stats()]],
+		// Device Update (emulator/adu/).
+		["POST", /^\/updates$/, (_p, body) => [201, emulator.importUpdate(object(body) as never)]],
+		["GET", /^\/updates$/, () => [200, emulator.updates()]],
+		["POST", /^\/deployments$/, (_p, body) => [201, emulator.deploy(object(body) as never)]],
+		["GET", /^\/deployments$/, () => [200, emulator.deployments()]],
+		["GET", /^\/deployments\/([^/]+)$/, ([id]) => [200, emulator.deployment(id)]],
+		["DELETE", /^\/deployments\/([^/]+)$/, ([id]) => [200, emulator.cancelDeployment(id)]],
 	];
 
 	const server = http.createServer((req, res) => {

@@ -1,5 +1,5 @@
 /*
- * `npm run emulator -- [--port N] [--api-port M] [--id-scope S] [--hub-name H] [--data-dir D]`
+ * `npm run emulator -- [--port N] [--api-port M] [--id-scope S] [--hub-name H] [--data-dir D] [--adu-http-port P] [--adu-https-port Q]`
  * Prints exactly one JSON line on stdout when ready; logs go to stderr.
  */
 import {Command, InvalidArgumentError} from "commander";
@@ -29,13 +29,15 @@ const program = new Command()
 	.option("--data-dir <dir>", "where the root CA (PEM and DER) and the PKI cache are written")
 	.option("--retry-after <s>", "retry-after seconds on DPS 202 replies", count, 1)
 	.option("--polls <n>", "operation-status polls answered \"assigning\" before the assignment", count, 1)
+	.option("--adu-http-port <n>", "Device Update file server, plain HTTP (0 = ephemeral)", portNumber, 0)
+	.option("--adu-https-port <n>", "Device Update file server, HTTPS (0 = ephemeral)", portNumber, 0)
 	.option("--tls <profile>", `served certificate profile: ${TLS_PROFILES.join(", ")}`, "valid")
 	.option("--quiet", "no log lines on stderr");
 
 program.parse();
 const opts = program.opts<{
 	port: number; apiPort: number; bindHost: string; idScope?: string; hubName: string; dataDir?: string;
-	retryAfter: number; polls: number; tls: string; quiet?: boolean;
+	retryAfter: number; polls: number; aduHttpPort: number; aduHttpsPort: number; tls: string; quiet?: boolean;
 }>();
 if (!TLS_PROFILES.includes(opts.tls as TlsProfile)) program.error(`--tls must be one of ${TLS_PROFILES.join(", ")}`);
 
@@ -48,6 +50,8 @@ const emulator = await startEmulator({
 	dataDir: opts.dataDir,
 	retryAfterSeconds: opts.retryAfter,
 	pollsBeforeAssigned: opts.polls,
+	aduHttpPort: opts.aduHttpPort,
+	aduHttpsPort: opts.aduHttpsPort,
 	tls: opts.tls as TlsProfile,
 	log: opts.quiet ? undefined : line => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
 }).catch((error: Error & {code?: string}) => {
@@ -76,5 +80,6 @@ process.stdout.write(JSON.stringify({
 	ca: emulator.caPemPath,
 	caDer: emulator.caDerPath,
 	api: emulator.apiUrl,
+	aduRootKey: emulator.aduRootKeyPath,
 }) + "\n");
 

@@ -27,13 +27,17 @@ export type Fault = FaultBase & (
 	| {kind: "twin.status"; status: number}
 	| {kind: "throttle"}
 	| {kind: "noPuback"; ms?: number}
+	/** Device Update file downloads (emulator/adu/files.ts); `fileId` narrows them to one file. */
+	| {kind: "download.drop"; afterBytes: number; fileId?: string}
+	| {kind: "download.corrupt"; offset: number; fileId?: string}
+	| {kind: "download.slow"; bytesPerSecond: number; fileId?: string}
 );
 
 export type FaultKind = Fault["kind"];
 
 type Of<K extends FaultKind> = Extract<Fault, {kind: K}>;
 
-const KINDS: readonly FaultKind[] = ["dps.status", "dps.malformed", "dps.delay", "dps.drop", "dps.failed", "dps.throttle", "connack", "dropEvery", "down", "tokenLifetime", "twin.malformed", "twin.status", "throttle", "noPuback"];
+const KINDS: readonly FaultKind[] = ["dps.status", "dps.malformed", "dps.delay", "dps.drop", "dps.failed", "dps.throttle", "connack", "dropEvery", "down", "tokenLifetime", "twin.malformed", "twin.status", "throttle", "noPuback", "download.drop", "download.corrupt", "download.slow"];
 
 function fail(message: string): never {
 	throw new Error(`Invalid fault: ${message}`);
@@ -42,6 +46,10 @@ function fail(message: string): never {
 function nonNegative(value: unknown, name: string, optional = false): void {
 	if (value === undefined && optional) return;
 	if (typeof value !== "number" || !Number.isFinite(value) || value < 0) fail(`"${name}" must be a non-negative number`);
+}
+
+function integerAtLeast(value: unknown, name: string, min: number): void {
+	if (typeof value !== "number" || !Number.isInteger(value) || value < min) fail(`"${name}" must be an integer of at least ${min}`);
 }
 
 /** Checks a fault given as JSON (HTTP API) or by code; throws with a message naming the field. */
@@ -87,6 +95,12 @@ export function validateFault(input: unknown): Fault {
 		break;
 	case "noPuback":
 		nonNegative(f.ms, "ms", true);
+		break;
+	case "download.drop": case "download.corrupt": case "download.slow":
+		if (f.kind === "download.drop") integerAtLeast(f.afterBytes, "afterBytes", 0);
+		else if (f.kind === "download.corrupt") integerAtLeast(f.offset, "offset", 0);
+		else integerAtLeast(f.bytesPerSecond, "bytesPerSecond", 1);
+		if (f.fileId !== undefined && typeof f.fileId !== "string") fail("\"fileId\" must be a string");
 		break;
 	default:
 		break;

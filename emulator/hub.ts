@@ -101,9 +101,13 @@ export function twinView(device: HubDevice): {desired: Record<string, unknown>; 
 	};
 }
 
+/** Sees each reported-properties patch the hub accepted; `reported` is the merged section (read only). */
+export type ReportedListener = (deviceId: string, patch: Record<string, unknown>, reported: Record<string, unknown>) => void;
+
 export class HubService {
 	#ctx: Context;
 	#methodCounter = 0;
+	#reportedListeners: ReportedListener[] = [];
 
 	constructor(ctx: Context) {
 		this.#ctx = ctx;
@@ -246,6 +250,7 @@ export class HubService {
 			}
 			device.twin.reported = next;
 			device.twin.reportedVersion++;
+			this.#notifyReported(device, patch);
 			if (ctx.faults.take("twin.malformed", faultTarget(ctx, session.id))) {
 				// A reply that cannot be used: no $version, and a body where none is expected.
 				this.#reply(session, `$iothub/twin/res/204/?$rid=${rid}`, "{\"$version\":");
@@ -275,6 +280,22 @@ export class HubService {
 			pending.resolve({status: request.status, payload});
 			break;
 		}
+		}
+	}
+
+	/** Device Update judges deployments from the reported patches. */
+	onReported(listener: ReportedListener): void {
+		this.#reportedListeners.push(listener);
+	}
+
+	#notifyReported(device: HubDevice, patch: Record<string, unknown>): void {
+		for (const listener of this.#reportedListeners) {
+			try {
+				listener(device.deviceId, patch, device.twin.reported);
+			}
+			catch (error) {
+				this.#ctx.log(`hub ${device.deviceId}: a reported-properties listener failed: ${(error as Error).message}`);
+			}
 		}
 	}
 

@@ -10,11 +10,16 @@ import * as tls from "node:tls";
 import {Aedes, type AedesPublishPacket, type Client} from "aedes";
 import memoryPersistence from "aedes-persistence";
 import {type ApiServer, startApi} from "./api.js";
+import type {DeploymentView, DeviceDeploymentState, DeviceDeploymentView, DeviceReport} from "./adu/deployments.js";
+import type {FileUrlScheme} from "./adu/files.js";
+import {type AduPublicKey, loadAduKeys} from "./adu/keys.js";
+import {AduService, type DeployRequest, type ImportedUpdate} from "./adu/service.js";
+import type {ImportRequest, UpdateId} from "./adu/update.js";
 import type {Context, Settings} from "./context.js";
 import {DpsService, checkDpsConnect, dpsSubscriptionAllowed, isDpsUsername, parseDpsRequest} from "./dps.js";
 import {type Fault, FaultSet, validateFault} from "./faults.js";
 import {HubService, MAX_SUBSCRIPTIONS, checkHubConnect, faultTarget, hubSubscriptionAllowed, parseHubRequest, twinView} from "./hub.js";
-import {type TlsProfile, TLS_PROFILES, leafHosts, loadPki} from "./pki.js";
+import {SERVER_CIPHERS, type TlsProfile, TLS_PROFILES, leafHosts, loadPki} from "./pki.js";
 import {type DeviceView, EmulatorHttpError, type Stats, type TelemetryRecord, Registry, deviceStats, newStats, registrationKey} from "./registry.js";
 import {isBase64Key, newSymmetricKey} from "./sas.js";
 import {noteSecret} from "./secret-log.js";
@@ -23,6 +28,7 @@ import {parsePropertyBag} from "./wire.js";
 
 export {EmulatorHttpError, validateFault};
 export type {DeviceView, Fault, Stats, TelemetryRecord, TlsProfile};
+export type {AduPublicKey, DeployRequest, DeploymentView, DeviceDeploymentState, DeviceDeploymentView, DeviceReport, FileUrlScheme, ImportRequest, ImportedUpdate, UpdateId};
 
 export interface EmulatorOptions {
 	/** MQTT/TLS port for both DPS and hub; default 0 (ephemeral). */
@@ -41,6 +47,9 @@ export interface EmulatorOptions {
 	tls?: TlsProfile;
 	/** Where the root CA files (and the PKI cache) are written; default a directory in the OS temp dir. */
 	dataDir?: string;
+	/** Device Update file server ports (plain HTTP and HTTPS, on bindHost); default 0. */
+	aduHttpPort?: number;
+	aduHttpsPort?: number;
 	log?: (line: string) => void;
 }
 
@@ -73,6 +82,20 @@ export interface Emulator {
 	faults(): Fault[];
 	dropAll(): void;
 	stats(): Stats;
+	/** Device Update: the emulator's root key (build it into a device's root-key table) and where it is as JSON. */
+	aduRootKey: AduPublicKey;
+	aduRootKeyPath: string;
+	/** Base URLs of the update file server. */
+	aduFileServer: {http: string; https: string};
+	/** Imports a file as an update with a signed manifest (input checked as ADU's import schema does). */
+	importUpdate(request: ImportRequest): ImportedUpdate;
+	updates(): ImportedUpdate[];
+	/** Sends the update to the devices through their twins' `deviceUpdate` component. */
+	deploy(request: DeployRequest): {deploymentId: string};
+	deployment(deploymentId: string): DeploymentView;
+	deployments(): DeploymentView[];
+	/** Sends the cancel request (action 255, "nodeployment") to the devices still on it. */
+	cancelDeployment(deploymentId: string): DeploymentView;
 	close(): Promise<void>;
 }
 
@@ -99,6 +122,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 	const dataDir = path.resolve(options.dataDir ?? path.join(os.tmpdir(), "moddable-azure-iot-emulator"));
 	const pki = loadPki(dataDir, leafHosts(settings.hubName));
 	const identity = pki.identity(profile);
+	const aduKeys = await loadAduKeys(dataDir);
 
 	const registry = new Registry();
 	const stats = newStats();
@@ -110,6 +134,13 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 	const ctx: Context = {settings, registry, faults, stats, log};
 	const dps = new DpsService(ctx);
 	const hub = new HubService(ctx);
+	const adu = await AduService.start({
+		keys: aduKeys, registry, hub, faults, identity, bindHost, log,
+		// Devices reach the file server under the host name they reach the hub by.
+		urlHost: settings.hubName.replace(/:\d+$/, "").toLowerCase() || "localhost",
+		httpPort: options.aduHttpPort ?? 0, httpsPort: options.aduHttpsPort ?? 0,
+	});
+	hub.onReported((deviceId, patch, reported) => adu.observe(deviceId, patch, reported));
 	const sessions = new WeakMap<Client, Session>();
 	const live = new Set<Session>();
 	const sockets = new Set<net.Socket>();
@@ -273,8 +304,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 		key: identity.key,
 		cert: identity.certChain,
 		minVersion: "TLSv1.2",
-		// Node's defaults plus the RSA-key-exchange CBC/GCM suites that small TLS 1.2 clients offer.
-		ciphers: `${tls.DEFAULT_CIPHERS}:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-SHA256:ECDHE-RSA-AES128-SHA:AES128-GCM-SHA256:AES128-SHA256:AES128-SHA:AES256-SHA256:AES256-SHA`,
+		ciphers: SERVER_CIPHERS,
 	}, socket => {
 		broker.handle(socket);
 	});
@@ -295,6 +325,9 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 			server.off("error", reject);
 			resolve();
 		});
+	}).catch(async (error: unknown) => {
+		await adu.close();
+		throw error;
 	});
 	const port = (server.address() as net.AddressInfo).port;
 
@@ -402,6 +435,15 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 		stats() {
 			return structuredClone(stats);
 		},
+		aduRootKey: adu.rootKey,
+		aduRootKeyPath: adu.rootKeyPath,
+		aduFileServer: adu.fileServer,
+		importUpdate: request => adu.importUpdate(request),
+		updates: () => adu.updates(),
+		deploy: request => adu.deploy(request),
+		deployment: deploymentId => adu.deployment(deploymentId),
+		deployments: () => adu.deployments(),
+		cancelDeployment: deploymentId => adu.cancel(deploymentId),
 		async close() {
 			if (closed) return;
 			closed = true;
@@ -410,6 +452,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 			dropAll();
 			await new Promise<void>(resolve => broker.close(() => resolve()));
 			await new Promise<void>(resolve => server.close(() => resolve()));
+			await adu.close();
 			await api?.close();
 		},
 	};

@@ -7,10 +7,14 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import * as tls from "node:tls";
 import forge from "node-forge";
 
 /** Bump when the certificate layout changes: the cache is keyed by it. */
 export const PKI_VERSION = "emulator-pki-v1";
+
+/** Node's defaults plus the RSA-key-exchange CBC/GCM suites that small TLS 1.2 clients offer; every TLS listener serves these. */
+export const SERVER_CIPHERS = `${tls.DEFAULT_CIPHERS}:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-SHA256:ECDHE-RSA-AES128-SHA:AES128-GCM-SHA256:AES128-SHA256:AES128-SHA:AES256-SHA256:AES256-SHA`;
 
 export type TlsProfile = "valid" | "untrustedRoot" | "wrongHost" | "expired" | "selfSigned";
 export const TLS_PROFILES: readonly TlsProfile[] = Object.freeze(["valid", "untrustedRoot", "wrongHost", "expired", "selfSigned"]);
@@ -156,7 +160,7 @@ function stillValid(certPem: string, now: number, marginDays: number): boolean {
 	}
 }
 
-function readJson<T>(file: string): T | undefined {
+export function readJson<T>(file: string): T | undefined {
 	try {
 		return JSON.parse(fs.readFileSync(file, "utf8")) as T;
 	}
@@ -169,7 +173,7 @@ function readJson<T>(file: string): T | undefined {
  * Writes `file` only if nobody else did first, and returns whichever content won: emulators started
  * in parallel on one data directory then agree on a single root.
  */
-function publishOnce<T>(file: string, value: T): T {
+export function publishOnce<T>(file: string, value: T): T {
 	const tmp = `${file}.${process.pid}.${crypto.randomBytes(4).toString("hex")}.tmp`;
 	fs.writeFileSync(tmp, JSON.stringify(value), {mode: 0o600});
 	try {
@@ -253,7 +257,7 @@ function loadLeaves(dir: string, ca: CaCache, hosts: string[], now: number): Lea
 	});
 }
 
-function writeAtomically(file: string, data: string | Uint8Array): void {
+export function writeAtomically(file: string, data: string | Uint8Array): void {
 	try {
 		const current = fs.readFileSync(file);
 		if (Buffer.compare(current, Buffer.from(data)) === 0) return;

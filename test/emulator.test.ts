@@ -716,10 +716,11 @@ test("CLI: `npx tsx emulator/cli.ts --port 0` prints one JSON ready line and clo
 	const cli = runCli("npx", ["tsx", "emulator/cli.ts", "--port", "0", "--api-port", "0"]);
 	t.teardown(() => cli.kill("SIGKILL", true));
 	const ready = JSON.parse(await cli.line);
-	t.deepEqual(Object.keys(ready), ["host", "port", "idScope", "ca", "caDer", "api"]);
+	t.deepEqual(Object.keys(ready), ["host", "port", "idScope", "ca", "caDer", "api", "aduRootKey"]);
 	t.is(ready.host, "localhost");
 	t.true(ready.port > 0);
 	t.regex(ready.api, /^http:\/\/127\.0\.0\.1:\d+$/);
+	t.regex(ready.aduRootKey, /adu-root-key\.json$/);
 	t.is((await fetch(`${ready.api}/stats`)).status, 200);
 	// npm does not forward signals to its children: signal the whole group, as a terminal does.
 	cli.kill("SIGTERM", true);
