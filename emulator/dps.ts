@@ -8,7 +8,7 @@ import * as crypto from "node:crypto";
 import type {AedesPublishPacket} from "aedes";
 import {type Context, errorBody, newEtag, truncateJson} from "./context.js";
 import type {DpsOperation} from "./faults.js";
-import {type HubDevice, type RegistrationRecord, deviceStats, isRegistrationId, registrationKey} from "./registry.js";
+import {type RegistrationRecord, deviceStats, isRegistrationId, newHubDevice, registrationKey} from "./registry.js";
 import {type ParsedSas, deriveDeviceKey, parseSas, verifySas} from "./sas.js";
 import type {Session} from "./session.js";
 import {isPlainObject, matchRequest, mergePatch, parseQuery} from "./wire.js";
@@ -310,25 +310,13 @@ export class DpsService {
 			existing.hubName = record.assignedHub;
 			return;
 		}
-		const twin = {desired: {} as Record<string, unknown>, reported: {} as Record<string, unknown>, desiredVersion: 1, reportedVersion: 1};
+		const device = newHubDevice(record.deviceId, record.registrationId, att.auth, record.assignedHub);
 		if (att.kind === "individual" && isPlainObject(att.enrollment.initialTwin)) {
 			const initial = att.enrollment.initialTwin as Record<string, unknown>;
 			// Azure's form is {"properties":{"desired":{...}}}; a bare {"desired":{...}} is accepted too.
 			const desired = isPlainObject(initial.properties) && isPlainObject(initial.properties.desired) ? initial.properties.desired : initial.desired;
-			if (isPlainObject(desired)) mergePatch(twin.desired, desired);
+			if (isPlainObject(desired)) mergePatch(device.twin.desired, desired);
 		}
-		const device: HubDevice = {
-			deviceId: record.deviceId,
-			registrationId: record.registrationId,
-			authentication: att.auth,
-			hubName: record.assignedHub,
-			registeredAt: new Date().toISOString(),
-			connectCount: 0,
-			twin,
-			c2d: [],
-			telemetry: [],
-			pendingMethods: new Map(),
-		};
 		registry.devices.set(record.deviceId, device);
 	}
 }
