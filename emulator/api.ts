@@ -63,6 +63,18 @@ export function startApi(emulator: Emulator, options: {port: number; host: strin
 			emulator.setEnrollmentEnabled(id, b.enabled);
 			return [200, {groupId: id, enabled: b.enabled}];
 		}],
+		["POST", /^\/certificates$/, (_p, body) => [201, emulator.addCertificate(object(body) as never)]],
+		["GET", /^\/certificates$/, () => [200, emulator.certificates()]],
+		["DELETE", /^\/certificates\/([^/]+)$/, ([name]) => {
+			emulator.deleteCertificate(name);
+			return [204, undefined];
+		}],
+		["POST", /^\/certificates\/([^/]+)\/verification-code$/, ([name], body) => [200, emulator.certificateVerificationCode(name, (body === undefined ? {} : object(body)).target as never)]],
+		["POST", /^\/certificates\/([^/]+)\/verify$/, ([name], body) => {
+			const b = object(body);
+			return [200, emulator.verifyCertificate(name, b.pem as string, b.target as never)];
+		}],
+		["POST", /^\/devices$/, (_p, body) => [201, emulator.addDevice(object(body) as never)]],
 		["GET", /^\/devices$/, () => [200, emulator.devices()]],
 		["DELETE", /^\/devices\/([^/]+)$/, ([id]) => {
 			emulator.deleteDevice(id);

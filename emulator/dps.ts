@@ -8,39 +8,50 @@ import * as crypto from "node:crypto";
 import type {AedesPublishPacket} from "aedes";
 import {type Context, errorBody, newEtag, truncateJson} from "./context.js";
 import type {DpsOperation} from "./faults.js";
-import {type Enrollment, type EnrollmentGroup, type HubDevice, type RegistrationRecord, deviceStats, registrationKey} from "./registry.js";
+import {type RegistrationRecord, deviceStats, isRegistrationId, newHubDevice, registrationKey} from "./registry.js";
 import {type ParsedSas, deriveDeviceKey, parseSas, verifySas} from "./sas.js";
 import type {Session} from "./session.js";
-import {isPlainObject, matchRequest, mergePatch} from "./wire.js";
+import {isPlainObject, matchRequest, mergePatch, parseQuery} from "./wire.js";
+import {type DpsAttestation, attestX509} from "./x509-attestation.js";
+import type {PresentedChain} from "./x509.js";
 
 export const DPS_RESPONSE_FILTER = "$dps/registrations/res/#";
 const REGISTER_PREFIX = "$dps/registrations/PUT/iotdps-register/";
 const POLL_PREFIX = "$dps/registrations/GET/iotdps-get-operationstatus/";
-/** `{idScope}/registrations/{registrationId}/api-version=...` (no `?`, unlike the hub). */
-const USERNAME = /^([^/]+)\/registrations\/([^/]+)\/(api-version=[^&]+(?:&.*)?)$/;
-const REGISTRATION_ID = /^[a-z0-9\-._:]{1,128}$/i;
+/**
+ * `{idScope}/registrations/{registrationId}/api-version=...` (no `?`, unlike the hub), with further
+ * parameters such as Microsoft's SDKs' `&ClientVersion=...` in any order.
+ */
+const USERNAME = /^([^/]+)\/registrations\/([^/]+)\/([^/?]*)$/;
 
 export type ConnectCheck =
-	| {ok: true; id: string; sas: ParsedSas; modelId?: string}
+	| {ok: true; id: string; sas?: ParsedSas; certificates?: PresentedChain; modelId?: string}
 	| {ok: false; returnCode: 2 | 4 | 5; reason: string};
 
 export function isDpsUsername(username: string | undefined): boolean {
-	return !!username && USERNAME.test(username);
+	const m = username ? USERNAME.exec(username) : null;
+	return !!m && !!parseQuery(m[3])?.get("api-version");
 }
 
-export function checkDpsConnect(ctx: Context, clientId: string, username: string, password: string | undefined): ConnectCheck {
+/**
+ * With a password, a SAS token; without one (absent or empty, as Microsoft's SDKs send it), the
+ * client certificate of the TLS handshake, checked when the device registers. The registration id's
+ * form is checked then too: DPS answers an invalid one with 400004 "Invalid RegistrationId".
+ */
+export function checkDpsConnect(ctx: Context, clientId: string, username: string, password: string | undefined, certificates?: PresentedChain): ConnectCheck {
 	const m = USERNAME.exec(username);
-	if (!m) return {ok: false, returnCode: 4, reason: "username is not {idScope}/registrations/{registrationId}/api-version=..."};
+	if (!m || !parseQuery(m[3])?.get("api-version")) return {ok: false, returnCode: 4, reason: "username is not {idScope}/registrations/{registrationId}/api-version=..."};
 	const [, idScope, registrationId] = m;
 	if (idScope.toLowerCase() !== ctx.settings.idScope.toLowerCase()) return {ok: false, returnCode: 4, reason: `unknown ID scope "${idScope}"`};
-	if (!REGISTRATION_ID.test(registrationId)) return {ok: false, returnCode: 4, reason: "invalid registration id (1-128 of a-z 0-9 - . _ :)"};
 	if (clientId !== registrationId) return {ok: false, returnCode: 2, reason: `client id "${clientId}" differs from the registration id in the username`};
+	if (!password && certificates) return {ok: true, id: registrationId, certificates};
 	const parsed = parseSas(password);
-	if (!parsed.ok) return {ok: false, returnCode: 4, reason: parsed.reason};
+	if (!parsed.ok) return {ok: false, returnCode: 4, reason: password ? parsed.reason : "no password (a SAS token) and no client certificate"};
 	const sas = parsed.sas;
 	const expected = `${idScope}/registrations/${registrationId}`;
 	if (sas.resource.toLowerCase() !== expected.toLowerCase()) return {ok: false, returnCode: 5, reason: `token resource (sr) is not ${expected}`};
-	if (sas.skn !== "registration") return {ok: false, returnCode: 5, reason: "DPS symmetric-key tokens need skn=registration"};
+	// Microsoft's Node SDK sends skn=registration, its Embedded C SDK no skn at all: DPS takes both.
+	if (sas.skn !== undefined && sas.skn !== "registration") return {ok: false, returnCode: 5, reason: "a DPS enrollment token has skn=registration or no skn"};
 	if (sas.se * 1000 <= Date.now()) return {ok: false, returnCode: 5, reason: "token expired (se is in the past)"};
 	return {ok: true, id: registrationId, sas};
 }
@@ -67,7 +78,7 @@ export function parseDpsRequest(topic: string): DpsRequest | undefined {
 	return undefined;
 }
 
-type Attestation = {kind: "individual"; enrollment: Enrollment; key: string} | {kind: "group"; group: EnrollmentGroup; key: string};
+type Attestation = DpsAttestation;
 
 interface Operation {
 	operationId: string;
@@ -95,10 +106,14 @@ export class DpsService {
 	 */
 	#attest(registrationId: string, sas: ParsedSas): Attestation | undefined {
 		const individual = this.#ctx.registry.enrollments.get(registrationKey(registrationId));
-		if (individual) return verifySas(sas, individual.symmetricKey) ? {kind: "individual", enrollment: individual, key: individual.symmetricKey} : undefined;
+		if (individual) {
+			const key = individual.symmetricKey;
+			return key && verifySas(sas, key) ? {kind: "individual", enrollment: individual, auth: {type: "sas", key}} : undefined;
+		}
 		for (const group of this.#ctx.registry.groups.values()) {
+			if (!group.symmetricKey) continue;
 			const key = deriveDeviceKey(group.symmetricKey, registrationId);
-			if (verifySas(sas, key)) return {kind: "group", group, key};
+			if (verifySas(sas, key)) return {kind: "group", group, auth: {type: "sas", key}};
 		}
 		return undefined;
 	}
@@ -164,27 +179,50 @@ export class DpsService {
 
 	#register(session: Session, rid: string, payload: Buffer | string): void {
 		const ctx = this.#ctx;
-		let body: unknown;
-		try {
-			body = JSON.parse(payload.toString());
+		// An empty body is a registration of the connection's id: Microsoft's Embedded C provisioning
+		// sample publishes exactly that, and DPS accepts it.
+		const text = payload.toString();
+		let body: unknown = {};
+		if (text.trim()) {
+			try {
+				body = JSON.parse(text);
+			}
+			catch {
+				this.#reply(session, 400, rid, errorBody(400001, "The request body is not valid JSON."));
+				return;
+			}
 		}
-		catch {
-			this.#reply(session, 400, rid, errorBody(400001, "The request body is not valid JSON."));
+		if (!isPlainObject(body) || (body.registrationId !== undefined && typeof body.registrationId !== "string")) {
+			this.#reply(session, 400, rid, errorBody(400001, "The request body is a JSON object whose \"registrationId\", if given, is a string."));
 			return;
 		}
-		if (!isPlainObject(body) || typeof body.registrationId !== "string") {
-			this.#reply(session, 400, rid, errorBody(400001, "The request body needs a \"registrationId\" string."));
+		if (!isRegistrationId(session.id)) {
+			// What DPS answered for an upper-case CN while it still refused them (Azure/azure-iot-sdk-c#405).
+			this.#reply(session, 400, rid, errorBody(400004, "Invalid RegistrationId"));
 			return;
 		}
-		if (body.registrationId !== session.id) {
+		// Registration ids are case-insensitive.
+		if (typeof body.registrationId === "string" && registrationKey(body.registrationId) !== registrationKey(session.id)) {
 			this.#reply(session, 400, rid, errorBody(400004, `registrationId "${body.registrationId}" in the body differs from the one in the connection ("${session.id}").`));
 			return;
 		}
-		const attestation = this.#attest(session.id, session.sas);
-		if (!attestation) {
-			ctx.log(`dps ${session.id}: register refused: no enrollment whose key verifies the token`);
-			this.#reply(session, 401, rid, errorBody(401002, "Unauthorized"));
-			return;
+		let attestation: Attestation | undefined;
+		if (session.sas) {
+			attestation = this.#attest(session.id, session.sas);
+			if (!attestation) {
+				ctx.log(`dps ${session.id}: register refused: no enrollment whose key verifies the token`);
+				this.#reply(session, 401, rid, errorBody(401002, "Unauthorized"));
+				return;
+			}
+		}
+		else {
+			const decision = attestX509(ctx.registry, session.id, session.certificates ?? []);
+			if (!decision.ok) {
+				ctx.log(`dps ${session.id}: register refused: ${decision.reason}`);
+				this.#reply(session, 401, rid, errorBody(401002, "Invalid certificate."));
+				return;
+			}
+			attestation = decision.value;
 		}
 		const operationId = `4.${crypto.randomBytes(8).toString("hex")}.${crypto.randomUUID()}`;
 		const hasPayload = Object.prototype.hasOwnProperty.call(body, "payload");
@@ -230,7 +268,7 @@ export class DpsService {
 			ctx.log(`dps ${registrationId}: enrollment disabled`);
 			return {status: "disabled", body: JSON.stringify({operationId: operation.operationId, status: "disabled", registrationState: state})};
 		}
-		const deviceId = att.kind === "individual" && att.enrollment.deviceId ? att.enrollment.deviceId : registrationId;
+		const deviceId = att.kind === "individual" && att.enrollment.deviceId ? att.enrollment.deviceId : att.commonName ?? registrationId;
 		const key = registrationKey(registrationId);
 		const previous = ctx.registry.registrations.get(key);
 		const record: RegistrationRecord = {
@@ -247,6 +285,8 @@ export class DpsService {
 		// Re-registration to the hub the device already had is "reprovisionedToInitialAssignment".
 		const substatus = previous ? "reprovisionedToInitialAssignment" : "initialAssignment";
 		const state: Record<string, unknown> = {
+			// Azure's X.509 reply starts with "x509":{} (iot-dps-mqtt-support.md); what it may hold is unconfirmed.
+			...(att.auth.type === "sas" ? {} : {x509: {}}),
 			registrationId,
 			createdDateTimeUtc: record.createdDateTimeUtc,
 			assignedHub: record.assignedHub,
@@ -266,29 +306,17 @@ export class DpsService {
 		const existing = registry.devices.get(record.deviceId);
 		if (existing) {
 			existing.registrationId = record.registrationId;
-			existing.key = att.key;
+			existing.authentication = att.auth;
 			existing.hubName = record.assignedHub;
 			return;
 		}
-		const twin = {desired: {} as Record<string, unknown>, reported: {} as Record<string, unknown>, desiredVersion: 1, reportedVersion: 1};
+		const device = newHubDevice(record.deviceId, record.registrationId, att.auth, record.assignedHub);
 		if (att.kind === "individual" && isPlainObject(att.enrollment.initialTwin)) {
 			const initial = att.enrollment.initialTwin as Record<string, unknown>;
 			// Azure's form is {"properties":{"desired":{...}}}; a bare {"desired":{...}} is accepted too.
 			const desired = isPlainObject(initial.properties) && isPlainObject(initial.properties.desired) ? initial.properties.desired : initial.desired;
-			if (isPlainObject(desired)) mergePatch(twin.desired, desired);
+			if (isPlainObject(desired)) mergePatch(device.twin.desired, desired);
 		}
-		const device: HubDevice = {
-			deviceId: record.deviceId,
-			registrationId: record.registrationId,
-			key: att.key,
-			hubName: record.assignedHub,
-			registeredAt: new Date().toISOString(),
-			connectCount: 0,
-			twin,
-			c2d: [],
-			telemetry: [],
-			pendingMethods: new Map(),
-		};
 		registry.devices.set(record.deviceId, device);
 	}
 }

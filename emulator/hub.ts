@@ -10,34 +10,60 @@ import {C2D_MAX_BYTES, C2D_QUEUE_LIMIT, type C2dMessage, EmulatorHttpError, type
 import {parseSas, verifySas} from "./sas.js";
 import type {Session} from "./session.js";
 import {buildPropertyBag, isPlainObject, matchRequest, mergePatch, parsePropertyBag, twinDocumentProblem} from "./wire.js";
+import {authenticateHubX509} from "./x509-attestation.js";
+import type {PresentedChain} from "./x509.js";
 
-/** `{hub}/{deviceId}/?api-version=...[&model-id=...][&DeviceClientType=...]` */
+/**
+ * `{hub}/{deviceId}/?api-version=...[&model-id=...][&DeviceClientType=...]`, parameters in any order;
+ * the model id raw (`dtmi:com:example:X;1`) or percent-encoded, as Microsoft's SDKs send either.
+ */
 const USERNAME = /^([^/]+)\/([^/]+)\/\?(.*)$/;
 const TELEMETRY_MAX_BYTES = 256 * 1024;
 const TWIN_SECTION_MAX_BYTES = 32 * 1024;
 const TELEMETRY_KEPT = 10_000;
 export const MAX_SUBSCRIPTIONS = 5;
 
-export function checkHubConnect(ctx: Context, clientId: string, username: string | undefined, password: string | undefined): ConnectCheck {
+/** The username parameters the hub reads; others (DeviceClientType, ...) are passed over unread. */
+const READ_PARAMETERS = ["api-version", "model-id"];
+
+/**
+ * CONNECT of a device: a SAS token in the password, or with the password absent or empty (as Azure
+ * requires for X.509), the client certificate of the TLS handshake. Every authentication failure is
+ * CONNACK 5 (not authorized): the code a user report shows for a refused CA-signed device
+ * (MicrosoftDocs/azure-docs#28499) and the one the SAS checks already answer.
+ */
+export function checkHubConnect(ctx: Context, clientId: string, username: string | undefined, password: string | undefined, certificates?: PresentedChain): ConnectCheck {
 	const m = username ? USERNAME.exec(username) : null;
 	if (!m) return {ok: false, returnCode: 4, reason: "username is not {hubName}/{deviceId}/?api-version=..."};
 	const [, hub, deviceId, query] = m;
 	const params = new Map<string, string>();
 	for (const pair of query.split("&")) {
 		const eq = pair.indexOf("=");
-		if (eq <= 0) continue;
+		if (eq <= 0 || !READ_PARAMETERS.includes(pair.slice(0, eq))) continue;
 		try {
 			params.set(pair.slice(0, eq), decodeURIComponent(pair.slice(eq + 1)));
 		}
 		catch {
-			return {ok: false, returnCode: 4, reason: "bad URL encoding in the username"};
+			return {ok: false, returnCode: 4, reason: `bad URL encoding in the username's ${pair.slice(0, eq)}`};
 		}
 	}
 	if (!params.get("api-version")) return {ok: false, returnCode: 4, reason: "the username lacks api-version"};
 	if (hub.toLowerCase() !== ctx.settings.hubName.toLowerCase()) return {ok: false, returnCode: 4, reason: `hub "${hub}" in the username is not this hub ("${ctx.settings.hubName}")`};
 	if (clientId !== deviceId) return {ok: false, returnCode: 2, reason: `client id "${clientId}" differs from the device id in the username`};
+	const modelId = params.get("model-id");
+	if (!password && certificates) {
+		const device = ctx.registry.devices.get(deviceId);
+		if (!device) return {ok: false, returnCode: 5, reason: `device "${deviceId}" is not registered in the hub`};
+		const problem = authenticateHubX509(ctx.registry, deviceId, device.authentication, certificates);
+		if (problem) return {ok: false, returnCode: 5, reason: `client certificate refused: ${problem}`};
+		return {ok: true, id: deviceId, certificates, ...(modelId ? {modelId} : {})};
+	}
 	const parsed = parseSas(password);
-	if (!parsed.ok) return {ok: false, returnCode: 4, reason: parsed.reason};
+	if (!parsed.ok) {
+		const x509 = ctx.registry.devices.get(deviceId)?.authentication.type;
+		if (!password && x509 && x509 !== "sas") return {ok: false, returnCode: 5, reason: "an X.509 device sent no client certificate"};
+		return {ok: false, returnCode: 4, reason: parsed.reason};
+	}
 	const sas = parsed.sas;
 	const slash = sas.resource.indexOf("/");
 	const host = slash < 0 ? sas.resource : sas.resource.slice(0, slash);
@@ -47,8 +73,8 @@ export function checkHubConnect(ctx: Context, clientId: string, username: string
 	if (sas.se * 1000 <= Date.now()) return {ok: false, returnCode: 5, reason: "token expired (se is in the past)"};
 	const device = ctx.registry.devices.get(deviceId);
 	if (!device) return {ok: false, returnCode: 5, reason: `device "${deviceId}" is not registered in the hub`};
-	if (!verifySas(sas, device.key)) return {ok: false, returnCode: 5, reason: "signature does not verify with the device key"};
-	const modelId = params.get("model-id");
+	if (device.authentication.type !== "sas") return {ok: false, returnCode: 5, reason: "the device authenticates with an X.509 certificate: send no password (or an empty one) and the certificate"};
+	if (!verifySas(sas, device.authentication.key)) return {ok: false, returnCode: 5, reason: "signature does not verify with the device key"};
 	return {ok: true, id: deviceId, sas, ...(modelId ? {modelId} : {})};
 }
 
@@ -132,12 +158,15 @@ export class HubService {
 		if (session.modelId) device.modelId = session.modelId;
 		session.onClose(() => this.#disconnected(device, session));
 		// IoT Hub closes the connection when the token expires: MQTT 3.1.1 cannot re-authenticate in-band.
-		const expiresIn = session.sas.se * 1000 - Date.now();
-		session.timer(expiresIn, () => {
-			ctx.log(`hub ${session.id}: SAS token expired: closing the connection`);
-			ctx.stats.serverDisconnects++;
-			session.close();
-		});
+		// A certificate's expiry is checked at connect time only (Azure/azure-iot-sdk-python#968).
+		const sas = session.sas;
+		if (sas) {
+			session.timer(sas.se * 1000 - Date.now(), () => {
+				ctx.log(`hub ${session.id}: SAS token expired: closing the connection`);
+				ctx.stats.serverDisconnects++;
+				session.close();
+			});
+		}
 		const lifetime = ctx.faults.take("tokenLifetime", faultTarget(ctx, session.id));
 		if (lifetime) {
 			session.timer(lifetime.seconds * 1000, () => {

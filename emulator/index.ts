@@ -20,14 +20,16 @@ import {DpsService, checkDpsConnect, dpsSubscriptionAllowed, isDpsUsername, pars
 import {type Fault, FaultSet, validateFault} from "./faults.js";
 import {HubService, MAX_SUBSCRIPTIONS, checkHubConnect, faultTarget, hubSubscriptionAllowed, parseHubRequest, twinView} from "./hub.js";
 import {SERVER_CIPHERS, type TlsProfile, TLS_PROFILES, leafHosts, loadPki} from "./pki.js";
-import {type DeviceView, EmulatorHttpError, type Stats, type TelemetryRecord, Registry, deviceStats, newStats, registrationKey} from "./registry.js";
+import {type DeviceView, EmulatorHttpError, type Stats, type TelemetryRecord, Registry, deviceStats, isRegistrationId, newStats, registrationKey} from "./registry.js";
 import {isBase64Key, newSymmetricKey} from "./sas.js";
 import {noteSecret} from "./secret-log.js";
 import {type ServiceKind, Session} from "./session.js";
 import {parsePropertyBag} from "./wire.js";
+import {type CertificateInput, type CertificateTarget, type DeviceAuthenticationView, type DeviceInput, X509Admin, type X509EnrollmentGroupInput, type X509EnrollmentInput} from "./x509-admin.js";
+import {type CertificateView, presentedChain} from "./x509.js";
 
 export {EmulatorHttpError, validateFault};
-export type {DeviceView, Fault, Stats, TelemetryRecord, TlsProfile};
+export type {CertificateInput, CertificateTarget, CertificateView, DeviceAuthenticationView, DeviceInput, DeviceView, Fault, Stats, TelemetryRecord, TlsProfile, X509EnrollmentGroupInput, X509EnrollmentInput};
 export type {AduPublicKey, DeployRequest, DeploymentView, DeviceDeploymentState, DeviceDeploymentView, DeviceReport, FileUrlScheme, ImportRequest, ImportedUpdate, UpdateId};
 
 export interface EmulatorOptions {
@@ -53,6 +55,9 @@ export interface EmulatorOptions {
 	log?: (line: string) => void;
 }
 
+export interface SasEnrollmentInput {registrationId: string; symmetricKey?: string; deviceId?: string; enabled?: boolean; initialTwin?: object}
+export interface SasGroupInput {groupId: string; symmetricKey?: string; enabled?: boolean}
+
 export interface Emulator {
 	host: string;
 	port: number;
@@ -64,8 +69,22 @@ export interface Emulator {
 	caDer: Uint8Array;
 	caPemPath: string;
 	caDerPath: string;
-	addEnrollment(e: {registrationId: string; symmetricKey?: string; deviceId?: string; enabled?: boolean; initialTwin?: object}): {registrationId: string; symmetricKey: string};
-	addEnrollmentGroup(g: {groupId: string; symmetricKey?: string; enabled?: boolean}): {groupId: string; symmetricKey: string};
+	addEnrollment(e: SasEnrollmentInput): {registrationId: string; symmetricKey: string};
+	/** An X.509 individual enrollment: the device certificate (its CN is the registration id) or its thumbprints. */
+	addEnrollment(e: X509EnrollmentInput): ReturnType<X509Admin["addEnrollment"]>;
+	addEnrollmentGroup(g: SasGroupInput): {groupId: string; symmetricKey: string};
+	/** An X.509 enrollment group: a CA uploaded to DPS (`caName`) or a CA certificate held by the group. */
+	addEnrollmentGroup(g: X509EnrollmentGroupInput): ReturnType<X509Admin["addEnrollmentGroup"]>;
+	/** A CA certificate uploaded to DPS, the hub or both (az iot dps|hub certificate create). */
+	addCertificate(c: CertificateInput): CertificateView[];
+	/** A proof-of-possession challenge for `name` in `target`, or in every service holding it. */
+	certificateVerificationCode(name: string, target?: CertificateTarget): {verificationCode: string};
+	/** Proof of possession: `pem` is a certificate with CN = the code, signed by the CA's key. */
+	verifyCertificate(name: string, pem: string, target?: CertificateTarget): CertificateView[];
+	certificates(): CertificateView[];
+	deleteCertificate(name: string, target?: CertificateTarget): void;
+	/** A hub device identity without DPS (az iot hub device-identity create --am ...). */
+	addDevice(d: DeviceInput): {deviceId: string; authentication: DeviceAuthenticationView};
 	/** An individual enrollment by registration id, or else an enrollment group by group id. */
 	setEnrollmentEnabled(registrationId: string, enabled: boolean): void;
 	deleteDevice(deviceId: string): void;
@@ -101,8 +120,7 @@ export interface Emulator {
 
 const DEFAULT_ID_SCOPE = "0ne0000EMU1";
 const CLIENT_PREFIX_LENGTH = 4; // "dps/" or "hub/"
-const GROUP_ID = /^[a-z0-9\-._:]{1,128}$/i;
-const REGISTRATION_ID = /^[a-z0-9\-._:]{1,128}$/i;
+const ID_RULE = "1-128 characters of A-Z, a-z, 0-9, - . _ : ending in a letter, digit or -";
 
 function connackError(returnCode: number, message: string): Error & {returnCode: number} {
 	return Object.assign(new Error(message), {returnCode});
@@ -141,6 +159,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 		httpPort: options.aduHttpPort ?? 0, httpsPort: options.aduHttpsPort ?? 0,
 	});
 	hub.onReported((deviceId, patch, reported) => adu.observe(deviceId, patch, reported));
+	const x509 = new X509Admin(ctx);
 	const sessions = new WeakMap<Client, Session>();
 	const live = new Set<Session>();
 	const sockets = new Set<net.Socket>();
@@ -190,11 +209,13 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 			const fault = faults.take("connack", kind === "hub" ? faultTarget(ctx, clientId) : {registrationId: clientId, deviceId: clientId}, f => f.target === kind);
 			if (fault) return refuse(fault.returnCode, "injected connack fault");
 			const secret = password ? password.toString("utf8") : undefined;
+			// The client certificate counts only without a password (X.509 devices send none, or an empty one).
+			const certificates = secret ? undefined : presentedChain(client.conn as tls.TLSSocket);
 			const check = kind === "dps"
-				? checkDpsConnect(ctx, clientId, username ?? "", secret)
-				: checkHubConnect(ctx, clientId, username, secret);
+				? checkDpsConnect(ctx, clientId, username ?? "", secret, certificates)
+				: checkHubConnect(ctx, clientId, username, secret, certificates);
 			if (!check.ok) return refuse(check.returnCode, check.reason);
-			const session = new Session({kind, id: check.id, client, clean: client.clean, sas: check.sas, modelId: check.modelId});
+			const session = new Session({kind, id: check.id, client, clean: client.clean, sas: check.sas, certificates: check.certificates, modelId: check.modelId});
 			sessions.set(client, session);
 			live.add(session);
 			client.conn.once("close", () => {
@@ -304,6 +325,11 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 		key: identity.key,
 		cert: identity.certChain,
 		minVersion: "TLSv1.2",
+		// X.509 devices authenticate with a client certificate. Self-signed (thumbprint) devices fail
+		// any CA check, so the handshake accepts every certificate, or none (SAS devices), and the
+		// services decide per device at CONNECT and register.
+		requestCert: true,
+		rejectUnauthorized: false,
 		ciphers: SERVER_CIPHERS,
 	}, socket => {
 		broker.handle(socket);
@@ -350,9 +376,12 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 		caDer: pki.rootDer,
 		caPemPath: pki.rootPemPath,
 		caDerPath: pki.rootDerPath,
-		addEnrollment(e) {
-			if (!e || typeof e.registrationId !== "string" || !REGISTRATION_ID.test(e.registrationId))
-				throw new EmulatorHttpError(400, "\"registrationId\" must be 1-128 characters of a-z, 0-9, - . _ :");
+		addEnrollment: ((e: SasEnrollmentInput | X509EnrollmentInput) => {
+			if (e && "attestation" in e) {
+				if ((e.attestation as {type?: unknown})?.type !== "x509") throw new EmulatorHttpError(400, "\"attestation.type\" must be \"x509\" (leave \"attestation\" out for a symmetric key).");
+				return x509.addEnrollment(e);
+			}
+			if (!e || !isRegistrationId(e.registrationId)) throw new EmulatorHttpError(400, `"registrationId" must be ${ID_RULE}`);
 			if (e.symmetricKey !== undefined && !isBase64Key(e.symmetricKey)) throw new EmulatorHttpError(400, "\"symmetricKey\" must be base64.");
 			if (e.deviceId !== undefined && (typeof e.deviceId !== "string" || !/^[A-Za-z0-9\-.+%_#*?!(),:=@$']{1,128}$/.test(e.deviceId)))
 				throw new EmulatorHttpError(400, "\"deviceId\" is not a valid IoT Hub device id.");
@@ -363,15 +392,37 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 			});
 			log(`service: enrollment ${e.registrationId} added`);
 			return {registrationId: e.registrationId, symmetricKey};
-		},
-		addEnrollmentGroup(g) {
-			if (!g || typeof g.groupId !== "string" || !GROUP_ID.test(g.groupId)) throw new EmulatorHttpError(400, "\"groupId\" must be 1-128 characters of a-z, 0-9, - . _ :");
+		}) as Emulator["addEnrollment"],
+		addEnrollmentGroup: ((g: SasGroupInput | X509EnrollmentGroupInput) => {
+			if (g && "attestation" in g) {
+				if ((g.attestation as {type?: unknown})?.type !== "x509") throw new EmulatorHttpError(400, "\"attestation.type\" must be \"x509\" (leave \"attestation\" out for a symmetric key).");
+				return x509.addEnrollmentGroup(g);
+			}
+			if (!g || !isRegistrationId(g.groupId)) throw new EmulatorHttpError(400, `"groupId" must be ${ID_RULE}`);
 			if (g.symmetricKey !== undefined && !isBase64Key(g.symmetricKey)) throw new EmulatorHttpError(400, "\"symmetricKey\" must be base64.");
 			const symmetricKey = g.symmetricKey ?? newSymmetricKey();
 			noteSecret("groupKey", symmetricKey);
 			registry.groups.set(g.groupId, {groupId: g.groupId, symmetricKey, enabled: g.enabled ?? true});
 			log(`service: enrollment group ${g.groupId} added`);
 			return {groupId: g.groupId, symmetricKey};
+		}) as Emulator["addEnrollmentGroup"],
+		addCertificate(c) {
+			return x509.addCertificate(c);
+		},
+		certificateVerificationCode(name, target) {
+			return x509.verificationCode(name, target);
+		},
+		verifyCertificate(name, pem, target) {
+			return x509.verify(name, pem, target);
+		},
+		certificates() {
+			return x509.certificates();
+		},
+		deleteCertificate(name, target) {
+			x509.deleteCertificate(name, target);
+		},
+		addDevice(d) {
+			return x509.addDevice(d);
 		},
 		setEnrollmentEnabled(id, enabled) {
 			const enrollment = registry.enrollments.get(registrationKey(id));

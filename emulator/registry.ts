@@ -3,6 +3,7 @@
  * device registry with twins, cloud-to-device queues and received telemetry.
  */
 import type {Session} from "./session.js";
+import {CertificateStore} from "./x509.js";
 
 export class EmulatorHttpError extends Error {
 	readonly status: number;
@@ -13,9 +14,26 @@ export class EmulatorHttpError extends Error {
 	}
 }
 
+/** X.509 attestation of an individual enrollment: the device certificate's thumbprints (upper-case hex, SHA-1 or SHA-256). */
+export interface X509Thumbprints {
+	primary: string;
+	secondary?: string;
+}
+
+/** X.509 attestation of an enrollment group: a CA in DPS's certificates, or a CA certificate held by the group. */
+export type X509GroupCa = {caName: string} | {certificatePem: string};
+
+/** How the hub authenticates a device (az CLI's shared_private_key, x509_thumbprint, x509_ca). */
+export type DeviceAuthentication =
+	| {type: "sas"; key: string}
+	| {type: "selfSigned"; primary: string; secondary?: string}
+	| {type: "certificateAuthority"};
+
 export interface Enrollment {
 	registrationId: string;
-	symmetricKey: string;
+	/** Exactly one of symmetricKey and x509. */
+	symmetricKey?: string;
+	x509?: X509Thumbprints;
 	deviceId?: string;
 	enabled: boolean;
 	initialTwin?: object;
@@ -23,7 +41,9 @@ export interface Enrollment {
 
 export interface EnrollmentGroup {
 	groupId: string;
-	symmetricKey: string;
+	/** Exactly one of symmetricKey and x509. */
+	symmetricKey?: string;
+	x509?: X509GroupCa;
 	enabled: boolean;
 }
 
@@ -69,7 +89,7 @@ export interface Twin {
 export interface HubDevice {
 	deviceId: string;
 	registrationId: string;
-	key: string;
+	authentication: DeviceAuthentication;
 	hubName: string;
 	registeredAt: string;
 	modelId?: string;
@@ -85,6 +105,7 @@ export interface DeviceView {
 	deviceId: string;
 	registrationId: string;
 	connected: boolean;
+	authentication: DeviceAuthentication["type"];
 	modelId?: string;
 	hubName: string;
 	registeredAt: string;
@@ -153,10 +174,35 @@ export function registrationKey(registrationId: string): string {
 	return registrationId.toLowerCase();
 }
 
+/**
+ * DPS's registration ids and enrollment group names: "case-insensitive strings of alphanumeric
+ * characters plus the special characters '-', '.', '_', ':'. The last character must be
+ * alphanumeric or dash", up to 128 characters (concepts-service.md).
+ */
+export function isRegistrationId(value: unknown): value is string {
+	return typeof value === "string" && value.length <= 128 && /^[A-Za-z0-9\-._:]*[A-Za-z0-9-]$/.test(value);
+}
+
+/** A hub device identity with an empty twin and queues. */
+export function newHubDevice(deviceId: string, registrationId: string, authentication: DeviceAuthentication, hubName: string): HubDevice {
+	return {
+		deviceId, registrationId, authentication, hubName,
+		registeredAt: new Date().toISOString(),
+		connectCount: 0,
+		twin: {desired: {}, reported: {}, desiredVersion: 1, reportedVersion: 1},
+		c2d: [],
+		telemetry: [],
+		pendingMethods: new Map(),
+	};
+}
+
 export class Registry {
 	readonly enrollments = new Map<string, Enrollment>();
 	readonly groups = new Map<string, EnrollmentGroup>();
 	readonly registrations = new Map<string, RegistrationRecord>();
+	/** The CA certificates uploaded to DPS and to the hub: each service keeps its own, as in Azure. */
+	readonly dpsCertificates = new CertificateStore("dps");
+	readonly hubCertificates = new CertificateStore("hub");
 	/** Device ids are case-sensitive in IoT Hub. */
 	readonly devices = new Map<string, HubDevice>();
 
@@ -172,6 +218,7 @@ export class Registry {
 			deviceId: device.deviceId,
 			registrationId: device.registrationId,
 			connected: !!device.session && !device.session.closed,
+			authentication: device.authentication.type,
 			...(device.modelId !== undefined ? {modelId: device.modelId} : {}),
 			hubName: device.hubName,
 			registeredAt: device.registeredAt,

@@ -8,6 +8,7 @@ import mqttPacket from "mqtt-packet";
 import type {IPublishPacket, Packet} from "mqtt-packet";
 import type {ParsedSas} from "./sas.js";
 import {topicMatches} from "./wire.js";
+import type {PresentedChain} from "./x509.js";
 
 export type ServiceKind = "dps" | "hub";
 
@@ -17,7 +18,9 @@ export class Session {
 	readonly id: string;
 	readonly client: Client;
 	readonly clean: boolean;
-	readonly sas: ParsedSas;
+	/** The SAS token, or for an X.509 connection the certificate chain the device presented. */
+	readonly sas?: ParsedSas;
+	readonly certificates?: PresentedChain;
 	readonly modelId?: string;
 	readonly connectedAt = Date.now();
 	/** CONNACK 0 sent. */
@@ -32,12 +35,13 @@ export class Session {
 	#awaitingAck = new Map<number, () => void>();
 	#onClose: (() => void)[] = [];
 
-	constructor(init: {kind: ServiceKind; id: string; client: Client; clean: boolean; sas: ParsedSas; modelId?: string}) {
+	constructor(init: {kind: ServiceKind; id: string; client: Client; clean: boolean; sas?: ParsedSas; certificates?: PresentedChain; modelId?: string}) {
 		this.kind = init.kind;
 		this.id = init.id;
 		this.client = init.client;
 		this.clean = init.clean;
 		this.sas = init.sas;
+		this.certificates = init.certificates;
 		this.modelId = init.modelId;
 	}
 

@@ -168,7 +168,7 @@ test("DPS: CONNECT checks username, client id, token resource and expiry", async
 	t.is(await refused(dpsCredentials(emu, id, symmetricKey, Math.floor(Date.now() / 1000) - 10)), 5, "expired token");
 	t.is(await refused({...good, clientId: "other"}), 2, "client id differs from the registration id");
 	t.is(await refused({...good, username: `0ne00000000/registrations/${id}/api-version=2019-03-31`}), 4, "unknown ID scope");
-	t.is(await refused({...good, password: sasToken(`${emu.idScope}/registrations/${id}`, symmetricKey, inAnHour())}), 5, "no skn=registration");
+	t.is(await refused({...good, password: sasToken(`${emu.idScope}/registrations/${id}`, symmetricKey, inAnHour(), "device")}), 5, "an skn other than registration");
 	t.is(await refused({...good, password: sasToken(`${emu.idScope}/registrations/other`, symmetricKey, inAnHour(), "registration")}), 5, "token for another registration");
 	t.is(await refused({...good, password: "not a token"}), 4);
 	t.is(await refused({...good, protocolVersion: 5}), 1, "MQTT 5 is refused: unacceptable protocol version");

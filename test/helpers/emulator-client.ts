@@ -30,7 +30,8 @@ export function uniqueId(prefix: string): string {
 export interface RawConnect {
 	clientId: string;
 	username: string;
-	password: string;
+	/** Absent for X.509 (the client certificate goes in the TLS options). */
+	password?: string;
 	clean?: boolean;
 	keepalive?: number;
 	ca?: string;
