@@ -87,18 +87,19 @@ const OID_RSA = "1.2.840.113549.1.1.1";
 const OID_EC = "1.2.840.10045.2.1";
 const OID_CN = "2.5.4.3";
 const OID_BASIC_CONSTRAINTS = "2.5.29.19";
-const KEY_NAMES: Record<string, string> = {
+// Frozen, as every table of a preloaded module: then it stays in flash instead of being copied to the heap.
+const KEY_NAMES: Readonly<Record<string, string>> = Object.freeze({
 	"1.2.840.113549.1.1.10": "RSASSA-PSS",
 	"1.3.101.112": "Ed25519",
 	"1.3.101.113": "Ed448",
 	"1.2.840.10040.4.1": "DSA",
 	"1.2.840.10046.2.1": "Diffie-Hellman",
-};
-const CURVES: Record<string, string> = {
+});
+const CURVES: Readonly<Record<string, string>> = Object.freeze({
 	"1.2.840.10045.3.1.7": "P-256",
 	"1.3.132.0.34": "P-384",
 	"1.3.132.0.35": "P-521",
-};
+});
 
 const SEQUENCE = 0x30, SET = 0x31, INTEGER = 0x02, BIT_STRING = 0x03, OCTET_STRING = 0x04, OID = 0x06, BOOLEAN = 0x01;
 const UTC_TIME = 0x17, GENERALIZED_TIME = 0x18;
