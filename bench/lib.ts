@@ -57,7 +57,7 @@ export async function startEmulatorProcess(settings: EmulatorSettings): Promise<
 	});
 	const exited = new Promise<void>(resolve => child.once("exit", () => resolve()));
 	const ready = await new Promise<{host: string; port: number; idScope: string; ca: string; caDer: string; api: string}>((resolve, reject) => {
-		const timer = setTimeout(() => reject(new Error(`the emulator did not start within 30 s: ${stderr}`)), 30_000);
+		const timer = setTimeout(() => reject(new Error(`the emulator did not start within 120 s: ${stderr}`)), 120_000);
 		const lines = readline.createInterface({input: child.stdout!});
 		lines.once("line", line => {
 			clearTimeout(timer);

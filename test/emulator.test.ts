@@ -162,8 +162,14 @@ test("DPS: CONNECT checks username, client id, token resource and expiry", async
 	const {symmetricKey} = emu.addEnrollment({registrationId: id});
 	const good = dpsCredentials(emu, id, symmetricKey);
 	const refused = async (c: typeof good) => {
-		const error = await t.throwsAsync(connect(emu, c));
-		return error instanceof ConnackError ? error.returnCode : -1;
+		// A refused connection is closed right after its CONNACK; on a loaded machine the reset can
+		// overtake the CONNACK in the client's socket, so a close without one is tried again, twice.
+		for (let attempt = 0; ; attempt++) {
+			const error = await t.throwsAsync(connect(emu, c));
+			if (error instanceof ConnackError) return error.returnCode;
+			t.log(`closed without a CONNACK (${error?.message}), attempt ${attempt + 1}`);
+			if (attempt === 2) return -1;
+		}
 	};
 	t.is(await refused(dpsCredentials(emu, id, symmetricKey, Math.floor(Date.now() / 1000) - 10)), 5, "expired token");
 	t.is(await refused({...good, clientId: "other"}), 2, "client id differs from the registration id");
@@ -206,8 +212,12 @@ test("hub: CONNACK 5 for a bad signature, an expired token, an unknown or delete
 	const {symmetricKey} = emu.addEnrollment({registrationId: id});
 	await provision(emu, id, symmetricKey);
 	const refused = async (c: ReturnType<typeof hubCredentials>) => {
-		const error = await t.throwsAsync(connect(emu, c));
-		return error instanceof ConnackError ? error.returnCode : -1;
+		for (let attempt = 0; ; attempt++) {
+			const error = await t.throwsAsync(connect(emu, c));
+			if (error instanceof ConnackError) return error.returnCode;
+			t.log(`closed without a CONNACK (${error?.message}), attempt ${attempt + 1}`);
+			if (attempt === 2) return -1;
+		}
 	};
 	t.is(await refused(hubCredentials(emu, id, Buffer.alloc(32, 3).toString("base64"))), 5, "bad signature");
 	t.is(await refused(hubCredentials(emu, id, symmetricKey, {se: Math.floor(Date.now() / 1000) - 1})), 5, "expired");
