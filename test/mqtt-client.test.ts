@@ -447,7 +447,7 @@ test("operations asked before CONNACK are sent once it arrives, in order", async
 
 test("no CONNACK within connectTimeoutMs closes with mqtt.timeout", async t => {
 	const s = await scripted(t);
-	const h = open(t, s.port, {connectTimeoutMs: 400});
+	const h = open(t, s.port, {connectTimeoutMs: 3000});
 	const peer = await s.peer();
 	await peer.expect("connect");
 	const e = await h.closed.next("onClose");
