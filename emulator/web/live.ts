@@ -37,10 +37,12 @@ abstract class Stream {
 	sent = 0;
 	bytes = 0;
 	#onClose: () => void;
+	readonly #stallMs: number;
 
-	constructor(sink: EventSink, onClose: () => void) {
+	constructor(sink: EventSink, onClose: () => void, stallMs: number) {
 		this.sink = sink;
 		this.#onClose = onClose;
+		this.#stallMs = stallMs;
 		sink.once("close", () => this.close());
 		this.#raw("retry: 2000\n\n");
 	}
@@ -58,7 +60,7 @@ abstract class Stream {
 			return true;
 		}
 		this.stalledSince ??= now;
-		if (now - this.stalledSince > STALL_MS) this.close();
+		if (now - this.stalledSince > this.#stallMs) this.close();
 		return false;
 	}
 
@@ -94,7 +96,7 @@ class FleetStream extends Stream implements MonitorWatcher {
 	#started = false;
 
 	constructor(live: Live, sink: EventSink, onClose: () => void) {
-		super(sink, onClose);
+		super(sink, onClose, live.stallMs);
 		this.#live = live;
 	}
 
@@ -152,7 +154,7 @@ class DeviceStream extends Stream implements MonitorWatcher {
 	#present = false;
 
 	constructor(live: Live, deviceId: string, sink: EventSink, onClose: () => void) {
-		super(sink, onClose);
+		super(sink, onClose, live.stallMs);
 		this.#live = live;
 		this.deviceId = deviceId;
 	}
@@ -209,6 +211,8 @@ export interface LiveOptions {
 	registry: Registry;
 	sections: SectionSource;
 	twin(deviceId: string): unknown;
+	/** How long a client may not read before it is closed; default STALL_MS. */
+	stallMs?: number;
 }
 
 /** Every open stream and the one timer that flushes them (running only while a stream is open). */
@@ -217,6 +221,7 @@ export class Live {
 	readonly registry: Registry;
 	readonly #sectionSource: SectionSource;
 	readonly twin: (deviceId: string) => unknown;
+	readonly stallMs: number;
 	readonly #streams = new Set<Stream>();
 	#timer?: NodeJS.Timeout;
 	#tick = 0;
@@ -231,6 +236,7 @@ export class Live {
 		this.registry = options.registry;
 		this.#sectionSource = options.sections;
 		this.twin = options.twin;
+		this.stallMs = options.stallMs ?? STALL_MS;
 	}
 
 	/** The fleet: every device's row and the admin sections. */
