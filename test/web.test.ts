@@ -241,6 +241,34 @@ else {
 		}
 	});
 
+	test.serial("updates and deployments show with their state, live; a deployment is made and canceled from the page", async t => {
+		const d = startDevice("web-adu");
+		await d.log.waitFor("hub.connected");
+		const file = path.join(stateDir, "firmware-1.1.bin");
+		fs.writeFileSync(file, Buffer.alloc(4096, 7));
+		const version = `1.1.${process.pid}`;
+		rig.emulator.importUpdate({provider: "Contoso", name: "WebTest", version, file, compatibility: {manufacturer: "Contoso", model: "WebTest"}});
+		const page = await openPage("#updates");
+		try {
+			await page.getByTestId("update-row").filter({hasText: `Contoso/WebTest/${version}`}).waitFor();
+			await page.getByTestId("deploy-update").selectOption(`Contoso/WebTest/${version}`);
+			await page.getByTestId("deploy-devices").fill(d.id);
+			await page.getByTestId("deploy").click();
+			await page.getByTestId("updates-result").filter({hasText: /Deployment .* started/}).waitFor();
+			const deployment = page.getByTestId("deployment").filter({hasText: d.id});
+			await deployment.and(page.locator("[data-state=inProgress]")).waitFor();
+			// The deployment went to the device through its twin.
+			await d.log.waitFor("twin.desired", e => (e.keys as string[]).includes("deviceUpdate"));
+			t.is(rig.emulator.deployments().find(x => x.devices.some(v => v.deviceId === d.id))?.state, "inProgress");
+			await deployment.getByTestId("deployment-cancel").click();
+			await deployment.and(page.locator("[data-state=canceled]")).waitFor();
+			t.is(await deployment.getByTestId("deployment-device").getAttribute("data-state"), "canceled");
+		}
+		finally {
+			await page.close();
+		}
+	});
+
 	const sim = simulatorAvailable();
 	if (!sim.ok) {
 		console.log(`web.test.ts: the firmware test is skipped: ${sim.reason}`);

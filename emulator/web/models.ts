@@ -25,7 +25,7 @@ export interface ModelView {
 	id: string;
 	displayName?: string;
 	commands: ModelCommand[];
-	writableProperties: {name: string; component?: string; schema?: unknown}[];
+	writableProperties: {name: string; component?: string; schema?: unknown; example?: unknown}[];
 	telemetry: {name: string; component?: string}[];
 	/** The file it came from, relative to the models directory. */
 	file: string;
@@ -122,7 +122,7 @@ export class ModelStore {
 					...(request ? {example: exampleOf(request.schema), requestSchema: request.schema} : {}),
 				});
 			}
-			else if (t.includes("Property") && entry.writable === true) view.writableProperties.push({name, ...(component ? {component} : {}), schema: entry.schema});
+			else if (t.includes("Property") && entry.writable === true) view.writableProperties.push({name, ...(component ? {component} : {}), schema: entry.schema, example: exampleOf(entry.schema)});
 			else if (t.includes("Telemetry")) view.telemetry.push({name, ...(component ? {component} : {})});
 			else if (t.includes("Component") && component === undefined) {
 				const schema = entry.schema;

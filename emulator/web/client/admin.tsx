@@ -238,7 +238,7 @@ export function Updates(props: {sections: Sections; ids: string[]}) {
 	};
 	return (
 		<section class="admin" data-testid="updates">
-			<Outcome result={result} />
+			<Outcome result={result} testid="updates-result" />
 			<h3>Updates <span class="muted">{updates.length}</span></h3>
 			{updates.length > 0 && (
 				<table class="grid"><thead><tr><th>update</th><th>files</th></tr></thead>
@@ -256,14 +256,14 @@ export function Updates(props: {sections: Sections; ids: string[]}) {
 			{updates.length > 0 && (
 				<div class="form wide">
 					<h3>Deploy</h3>
-					<label>Update<select value={chosen} onChange={e => setChosen(e.currentTarget.value)}>
+					<label>Update<select value={chosen} onChange={e => setChosen(e.currentTarget.value)} data-testid="deploy-update">
 						<option value="">(choose)</option>
 						{updates.map(u => <option key={idText(u.updateId)} value={idText(u.updateId)}>{idText(u.updateId)}</option>)}
 					</select></label>
-					<label>Devices (ids, separated by spaces or commas)<input value={devices} onInput={e => setDevices(e.currentTarget.value)} list="deploy-devices" /></label>
+					<label>Devices (ids, separated by spaces or commas)<input value={devices} onInput={e => setDevices(e.currentTarget.value)} list="deploy-devices" data-testid="deploy-devices" /></label>
 					<datalist id="deploy-devices">{props.ids.slice(0, 2000).map(id => <option key={id} value={id} />)}</datalist>
 					<label>File URLs<select value={scheme} onChange={e => setScheme(e.currentTarget.value)}><option value="http">http (as ADU)</option><option value="https">https</option></select></label>
-					<div class="actions"><button onClick={deploy} disabled={!chosen || !devices.trim()}>Deploy</button></div>
+					<div class="actions"><button onClick={deploy} disabled={!chosen || !devices.trim()} data-testid="deploy">Deploy</button></div>
 				</div>
 			)}
 			<h3>Deployments <span class="muted">{deployments.length}</span></h3>
@@ -272,11 +272,11 @@ export function Updates(props: {sections: Sections; ids: string[]}) {
 					<div class="deployment-head">
 						<b>{d.deploymentId}</b> <span>{idText(d.updateId)}</span> <span class={`badge state-${d.state}`}>{d.state}</span>
 						<span class="muted">{d.createdDateTime} · {d.fileUrlScheme}</span>
-						{!d.canceled && d.state === "inProgress" && <button class="secondary" onClick={() => cancel(d.deploymentId)}>Cancel</button>}
+						{!d.canceled && d.state === "inProgress" && <button class="secondary" onClick={() => cancel(d.deploymentId)} data-testid="deployment-cancel">Cancel</button>}
 					</div>
 					<table class="grid"><thead><tr><th>device</th><th>state</th><th>why</th><th>downloaded</th><th>updated</th></tr></thead>
 						<tbody>{d.devices.slice(0, SHOWN).map(x => (
-							<tr key={x.deviceId}><td>{x.deviceId}</td><td><span class={`badge state-${x.state}`}>{x.state}</span></td><td>{x.reason ?? ""}</td><td>{x.download.bytes} B in {x.download.requests}</td><td>{x.updatedDateTime}</td></tr>
+							<tr key={x.deviceId} data-testid="deployment-device" data-state={x.state}><td>{x.deviceId}</td><td><span class={`badge state-${x.state}`}>{x.state}</span></td><td>{x.reason ?? ""}</td><td>{x.download.bytes} B in {x.download.requests}</td><td>{x.updatedDateTime}</td></tr>
 						))}</tbody>
 					</table>
 				</div>

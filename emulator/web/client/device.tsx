@@ -15,7 +15,7 @@ const TABLE_ROWS = 50;
 const MAX_CHARTS = 12;
 
 interface ModelCommand {method: string; name: string; component?: string; displayName?: string; description?: string; example?: unknown}
-interface Model {id: string; displayName?: string; commands: ModelCommand[]; writableProperties: {name: string; component?: string}[]; telemetry: {name: string}[]; file: string}
+interface Model {id: string; displayName?: string; commands: ModelCommand[]; writableProperties: {name: string; component?: string; example?: unknown}[]; telemetry: {name: string}[]; file: string}
 
 interface DeviceState {
 	status: "loading" | "present" | "missing";
@@ -140,11 +140,17 @@ function Telemetry(props: {records: WebRecord[]; dropped: number}) {
 
 function Twin(props: {deviceId: string; twin?: TwinView; model?: Model}) {
 	const {twin, model} = props;
+	// Starts from the model's root writable properties, at their current desired values or an example of their schema.
 	const template = useMemo(() => {
-		const names = model?.writableProperties.filter(p => !p.component).map(p => p.name) ?? [];
-		return names.length ? `{\n  "${names[0]}": \n}` : "{\n  \n}";
+		const root = model?.writableProperties.filter(p => !p.component) ?? [];
+		if (!root.length) return "{\n  \n}";
+		return pretty(Object.fromEntries(root.map(p => [p.name, twin?.desired[p.name] ?? p.example ?? null])));
 	}, [model]);
 	const [text, setText] = useState(template);
+	const [edited, setEdited] = useState(false);
+	useEffect(() => {
+		if (!edited) setText(template);
+	}, [template]);
 	const [result, setResult] = useState<{ok: boolean; text: string}>();
 	const [busy, setBusy] = useState(false);
 	const parsed = parseJson(text, {objectOnly: true});
@@ -161,7 +167,7 @@ function Twin(props: {deviceId: string; twin?: TwinView; model?: Model}) {
 				<h3>Desired patch</h3>
 				<p class="muted">A JSON object merged into the desired properties (null deletes a key) and sent to the device.
 					{model?.writableProperties.length ? ` The model's writable properties: ${model.writableProperties.map(p => p.component ? `${p.component}.${p.name}` : p.name).join(", ")}.` : ""}</p>
-				<textarea class={`editor ${parsed.ok ? "" : "invalid"}`} rows={8} spellcheck={false} value={text} onInput={e => setText(e.currentTarget.value)} data-testid="desired-editor" />
+				<textarea class={`editor ${parsed.ok ? "" : "invalid"}`} rows={8} spellcheck={false} value={text} onInput={e => { setEdited(true); setText(e.currentTarget.value); }} data-testid="desired-editor" />
 				<div class="actions">
 					<button onClick={apply} disabled={!parsed.ok || busy} data-testid="desired-apply">Update desired</button>
 					<span class={parsed.ok ? "muted" : "error"} data-testid="desired-check">{parsed.ok ? "valid JSON object" : parsed.problem}</span>
