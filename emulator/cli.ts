@@ -92,7 +92,7 @@ process.stdout.write(JSON.stringify({
 	ca: emulator.caPemPath,
 	caDer: emulator.caDerPath,
 	api: emulator.apiUrl,
-	page: emulator.pageUrl,
 	aduRootKey: emulator.aduRootKeyPath,
+	page: emulator.pageUrl,
 }) + "\n");
 

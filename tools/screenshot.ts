@@ -30,16 +30,20 @@ if (!browserCheck.ok) {
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "azure-screenshot-"));
 const emulator = await startEmulator({retryAfterSeconds: 1, modelsDir: path.join(REPO_ROOT, "test/fixtures/models")});
 const registrationId = "thermostat-kitchen";
-const {symmetricKey} = emulator.addEnrollment({registrationId});
-emulator.addEnrollment({registrationId: "sensor-garage"});
 emulator.addEnrollmentGroup({groupId: "fleet-a"});
-const device = startReference(createNodePlatform({
-	roots: [emulator.caDer], emit: () => {}, print: () => {}, storageFile: path.join(dataDir, "prefs.json"),
-	settings: {
-		dpsHost: emulator.host, dpsPort: emulator.port, idScope: emulator.idScope, registrationId, symmetricKey,
-		hubPort: emulator.port, intervalMs: 1000, modelId: "dtmi:moddable:azureiot:Reference;1",
-	},
-}));
+const run = (id: string) => {
+	const {symmetricKey} = emulator.addEnrollment({registrationId: id});
+	return startReference(createNodePlatform({
+		roots: [emulator.caDer], emit: () => {}, print: () => {}, storageFile: path.join(dataDir, `${id}.json`),
+		settings: {
+			dpsHost: emulator.host, dpsPort: emulator.port, idScope: emulator.idScope, registrationId: id, symmetricKey,
+			hubPort: emulator.port, intervalMs: id === registrationId ? 1000 : 5000, modelId: "dtmi:moddable:azureiot:Reference;1",
+		},
+	}));
+};
+// The device the picture shows, two more running, and one that has gone offline.
+const device = run(registrationId);
+const others = ["sensor-garage", "sensor-hall", "door-front"].map(run);
 const browser = await launchChromium();
 try {
 	const until = Date.now() + 30_000;
@@ -48,7 +52,8 @@ try {
 		await new Promise(r => setTimeout(r, 200));
 	}
 	emulator.patchDesired(registrationId, {telemetryIntervalMs: 1000});
-	emulator.addFault({kind: "twin.status", status: 503, deviceId: "sensor-garage"});
+	await new Promise(r => setTimeout(r, 3000));
+	others[2].close();
 	console.log(`screenshot: the device runs for ${options.seconds} s…`);
 	await new Promise(r => setTimeout(r, options.seconds * 1000));
 	const page = await browser.newPage({viewport: {width: 1360, height: 860}, deviceScaleFactor: 1});
@@ -62,6 +67,7 @@ try {
 finally {
 	await browser.close();
 	device.close();
+	for (const other of others) other.close();
 	await emulator.close();
 	fs.rmSync(dataDir, {recursive: true, force: true});
 }
