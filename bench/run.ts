@@ -1,6 +1,6 @@
 /*
  * npm run bench -- [--runs N] [--messages N] [--window N] [--reconnects N] [--fleet N] [--fleet-sims K]
- *                  [--fleet-rate R] [--fleet-retry-after S] [--quick] [--no-sim] [--no-microsoft]
+ *                  [--fleet-rate R] [--fleet-retry-after S] [--web N] [--quick] [--no-sim] [--no-microsoft]
  *                  [--json FILE] [--update FILE]
  *
  * One table, measured in one run against one local emulator (its own process, settings printed):
@@ -20,6 +20,7 @@ import {simulatorAvailable, type Sdk} from "../tools/sim-runner.js";
 import {runCoreOnce} from "./core.js";
 import type {RunResult} from "./driver.js";
 import {runFleet, type FleetResult} from "./fleet.js";
+import {runWebBench, type WebBenchResult} from "./web.js";
 import {ESP32_SDK_DEFAULT, SLOT_BYTES_32, SLOT_BYTES_64, largestOf, parseMemory, worstOf, type MemoryReport, type PhaseMemory} from "./memory.js";
 import {loadMicrosoftSdk, runMicrosoftOnce} from "./microsoft.js";
 import {measureSize, type SizeReport} from "./size.js";
@@ -44,6 +45,7 @@ const program = new Command()
 	.option("--fleet-rate <r>", "register requests per second the emulator lets through (429 above)", count, 100)
 	.option("--fleet-retry-after <s>", "retry-after on the emulator's 429 replies, seconds", count, 3)
 	.option("--retry-after <s>", "retry-after on DPS 202 replies, the same for every client", count, 1)
+	.option("--web <n>", "devices at 1 msg/s with the emulator's page open in Chromium (bench/web.ts; 0: not run)", count, 0)
 	.option("--quick", "a small configuration that only proves the benchmark works (figures meaningless)", false)
 	.option("--no-sim", "do not build or run the firmware (its rows are reported as not measured)")
 	.option("--no-microsoft", "do not run Microsoft's SDK (its rows are reported as not measured)")
@@ -53,7 +55,7 @@ const program = new Command()
 
 interface Options {
 	runs: number; messages: number; window: number; reconnects: number; fleet: number; fleetSims: number;
-	fleetRate: number; fleetRetryAfter: number; retryAfter: number; quick: boolean; sim: boolean; microsoft: boolean;
+	fleetRate: number; fleetRetryAfter: number; retryAfter: number; web: number; quick: boolean; sim: boolean; microsoft: boolean;
 	json?: string; update?: string;
 }
 
@@ -79,6 +81,8 @@ interface Results {
 	size?: SizeReport & {missing?: string};
 	fleet?: FleetResult & {missing?: string};
 	fleetError?: string;
+	web?: WebBenchResult;
+	webError?: string;
 	startedAt: string;
 	seconds: number;
 }
@@ -209,6 +213,16 @@ async function measure(o: Options, r: Results, emu: EmulatorProcess, sdk: Sdk | 
 			r.fleetError = (e as Error).message.split("\n")[0];
 		}
 	}
+
+	if (o.web > 0) {
+		log(`web: ${o.web} devices at 1 msg/s with the emulator's page open`);
+		try {
+			r.web = await runWebBench({devices: o.web, seconds: o.quick ? 5 : 30, rate: 1, log});
+		}
+		catch (e) {
+			r.webError = (e as Error).message.split("\n")[0];
+		}
+	}
 }
 
 async function attempt<T extends ClientFigures["runs"][number]>(into: ClientFigures, run: () => Promise<T>): Promise<void> {
@@ -331,6 +345,15 @@ function render(r: Results): string {
 	}
 	else if (o.fleet > 0) rows.push(["Fleet", "–", `not measured: ${r.fleetError ?? "?"}`, "–", "–", "–"]);
 
+	// The emulator's page (its own emulator process; the devices are raw MQTT connections)
+	const w = r.web;
+	if (w) {
+		rows.push([`Emulator page: ${w.devices} devices × ${w.rate} msg/s for ${w.seconds} s, page open in Chromium`, "–",
+			`timer lag p50/p99/max ${w.lagMs.p50}/${w.lagMs.p99}/${w.lagMs.max} ms; ${w.longTasks.count} long tasks; select a device ${w.selectMs.p50} ms (max ${w.selectMs.max}); filter ${w.filterMs} ms; `
+			+ `JS heap ${w.heapMb.start} → ${w.heapMb.end} MB; ${w.renderedRows} of ${w.devices} rows rendered; streams ${Math.round(w.streamBytesPerSecond / 1024)} KB/s; emulator RSS ${w.emulatorRssMb.start} → ${w.emulatorRssMb.end} MB`, "–", "–", "–"]);
+	}
+	else if (o.web > 0) rows.push(["Emulator page", "–", `not measured: ${r.webError ?? "?"}`, "–", "–", "–"]);
+
 	out.push(`Measured ${r.startedAt} in ${r.seconds} s with \`npm run bench -- ${commandLine(o)}\`.`);
 	out.push(`Machine: ${r.machine.cpu}, ${r.machine.memory}, ${r.machine.os}; Node ${r.machine.node}; Moddable SDK ${r.machine.moddable}; load average before the run ${r.machine.loadBefore || "?"}.`);
 	out.push(`Emulator: its own process; DPS answers the registration 202 with retry-after ${r.emulator.retryAfterSeconds} s (the same for every client; all three honour it) and assigns on the first poll; hub host name ${r.emulator.hubName} (DPS: localhost). Medians over ${o.runs} run(s) (range, n); reconnect rows pool ${o.reconnects} drop(s) per run.`);
@@ -355,6 +378,7 @@ function ms(value: number | undefined): string {
 function commandLine(o: Options): string {
 	if (o.quick) return "--quick" + (o.sim ? "" : " --no-sim") + (o.microsoft ? "" : " --no-microsoft");
 	const parts = [`--runs ${o.runs}`, `--messages ${o.messages}`, `--window ${o.window}`, `--reconnects ${o.reconnects}`, `--fleet ${o.fleet}`, `--fleet-sims ${o.fleetSims}`, `--fleet-rate ${o.fleetRate}`, `--fleet-retry-after ${o.fleetRetryAfter}`];
+	if (o.web) parts.push(`--web ${o.web}`);
 	if (!o.sim) parts.push("--no-sim");
 	if (!o.microsoft) parts.push("--no-microsoft");
 	return parts.join(" ");

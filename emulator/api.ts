@@ -1,10 +1,13 @@
 /*
- * The service-side HTTP JSON API (what the Azure portal / service SDKs do), on 127.0.0.1 only.
+ * The service-side HTTP JSON API (what the Azure portal / service SDKs do) and the emulator's page,
+ * on 127.0.0.1 unless told otherwise (then with a token: ./web/security.ts).
  */
 import * as http from "node:http";
 import type * as net from "node:net";
 import type {Emulator} from "./index.js";
 import {EmulatorHttpError} from "./registry.js";
+import {Guard} from "./web/security.js";
+import type {WebRoutes} from "./web/server.js";
 
 export interface ApiServer {
 	url: string;
@@ -47,9 +50,23 @@ function object(body: unknown): Record<string, unknown> {
 	return body as Record<string, unknown>;
 }
 
-export function startApi(emulator: Emulator, options: {port: number; host: string; log: (line: string) => void}): Promise<ApiServer> {
+export interface ApiOptions {
+	port: number;
+	host: string;
+	/** Required of every request when set (Authorization: Bearer, or the page's cookie). */
+	token?: string;
+	log: (line: string) => void;
+	web?: WebRoutes;
+}
+
+export function startApi(emulator: Emulator, options: ApiOptions): Promise<ApiServer> {
 	const routes: [string, RegExp, Handler][] = [
 		["POST", /^\/enrollments$/, (_p, body) => [201, emulator.addEnrollment(object(body) as never)]],
+		["GET", /^\/enrollments$/, () => [200, emulator.enrollments()]],
+		// As DPS's service API: keys only from this explicit call, never in a listing.
+		["POST", /^\/enrollments\/([^/]+)\/attestationmechanism$/, ([id]) => [200, emulator.enrollmentAttestation(id)]],
+		["GET", /^\/enrollment-groups$/, () => [200, emulator.enrollmentGroups()]],
+		["POST", /^\/enrollment-groups\/([^/]+)\/attestationmechanism$/, ([id]) => [200, emulator.enrollmentGroupAttestation(id)]],
 		["PATCH", /^\/enrollments\/([^/]+)$/, ([id], body) => {
 			const b = object(body);
 			if (typeof b.enabled !== "boolean") throw new EmulatorHttpError(400, "Expected {\"enabled\": true|false}.");
@@ -93,13 +110,18 @@ export function startApi(emulator: Emulator, options: {port: number; host: strin
 		}],
 		["POST", /^\/faults$/, (_p, body) => {
 			try {
-				emulator.addFault(object(body) as never);
+				const id = emulator.addFault(object(body) as never);
+				return [201, {id, faults: emulator.faults()}];
 			}
 			catch (error) {
 				if (error instanceof EmulatorHttpError) throw error;
 				throw new EmulatorHttpError(400, (error as Error).message);
 			}
-			return [201, {faults: emulator.faults()}];
+		}],
+		["GET", /^\/faults\/active$/, () => [200, emulator.faultEntries()]],
+		["DELETE", /^\/faults\/(\d+)$/, ([id]) => {
+			emulator.removeFault(Number(id));
+			return [204, undefined];
 		}],
 		["GET", /^\/faults$/, () => [200, emulator.faults()]],
 		["DELETE", /^\/faults$/, () => {
@@ -120,13 +142,35 @@ export function startApi(emulator: Emulator, options: {port: number; host: strin
 		["DELETE", /^\/deployments\/([^/]+)$/, ([id]) => [200, emulator.cancelDeployment(id)]],
 	];
 
+	let guard: Guard | undefined;
 	const server = http.createServer((req, res) => {
 		const send = (status: number, value: unknown) => {
 			const text = value === undefined ? "" : JSON.stringify(value);
-			res.writeHead(status, {"content-type": "application/json", "content-length": Buffer.byteLength(text)});
+			res.writeHead(status, {"content-type": "application/json", "content-length": Buffer.byteLength(text), "cache-control": "no-store"});
 			res.end(text);
 		};
-		const url = new URL(req.url ?? "/", "http://localhost");
+		let url: URL;
+		try {
+			url = new URL(req.url ?? "/", "http://localhost");
+		}
+		catch {
+			send(400, {error: "Bad request URL."});
+			return;
+		}
+		const verdict = guard!.check(req, url);
+		if (!verdict.ok) {
+			req.resume();
+			if (verdict.redirect) {
+				res.writeHead(303, {location: verdict.redirect, "set-cookie": verdict.cookie ?? "", "cache-control": "no-store", "referrer-policy": "no-referrer"});
+				res.end();
+			}
+			else send(verdict.status ?? 403, {error: verdict.message});
+			return;
+		}
+		if (options.web?.handle(req, res, url)) {
+			req.resume();
+			return;
+		}
 		const matches = routes.map(([method, re, handler]) => ({method, m: re.exec(url.pathname), handler})).filter(r => r.m);
 		const route = matches.find(r => r.method === req.method);
 		if (!route) {
@@ -160,8 +204,10 @@ export function startApi(emulator: Emulator, options: {port: number; host: strin
 		server.listen(options.port, options.host, () => {
 			server.off("error", reject);
 			const address = server.address() as net.AddressInfo;
+			guard = new Guard({host: options.host, port: address.port, token: options.token});
+			const shown = options.host.includes(":") ? `[${options.host}]` : options.host;
 			resolve({
-				url: `http://${options.host}:${address.port}`,
+				url: `http://${shown}:${address.port}`,
 				close: () => new Promise<void>(done => {
 					for (const socket of sockets) socket.destroy();
 					server.close(() => done());

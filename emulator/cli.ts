@@ -1,8 +1,11 @@
 /*
- * `npm run emulator -- [--port N] [--api-port M] [--id-scope S] [--hub-name H] [--data-dir D] [--adu-http-port P] [--adu-https-port Q]`
+ * `npm run emulator -- [--port N] [--api-port M] [--api-host H --api-token T] [--models DIR] [--id-scope S] [--hub-name H] [--data-dir D] [--adu-http-port P] [--adu-https-port Q]`
  * Prints exactly one JSON line on stdout when ready; logs go to stderr.
  */
 import {Command, InvalidArgumentError} from "commander";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import {fileURLToPath} from "node:url";
 import {type TlsProfile, startEmulator} from "./index.js";
 import {TLS_PROFILES} from "./pki.js";
 
@@ -22,7 +25,10 @@ const program = new Command()
 	.name("emulator")
 	.description("Local Azure IoT Hub Device Provisioning Service + IoT Hub emulator (MQTT over TLS)")
 	.option("--port <n>", "MQTT/TLS port for DPS and hub (8883 like Azure, 0 = ephemeral)", portNumber, 0)
-	.option("--api-port <n>", "HTTP service API port on 127.0.0.1 (0 = ephemeral)", portNumber, 0)
+	.option("--api-port <n>", "HTTP service API and page port (0 = ephemeral)", portNumber, 0)
+	.option("--api-host <host>", "address the API and the page listen on (default 127.0.0.1; anything else needs --api-token)")
+	.option("--api-token <secret>", "token every API request must carry (or set EMULATOR_API_TOKEN)")
+	.option("--models <dir>", "DTDL model files the page reads Plug and Play commands from (default examples/models if present)")
 	.option("--bind-host <host>", "address the MQTT/TLS listener binds", "127.0.0.1")
 	.option("--id-scope <scope>", "DPS ID scope")
 	.option("--hub-name <name>", "host name of the hub DPS assigns devices to", "localhost")
@@ -36,14 +42,20 @@ const program = new Command()
 
 program.parse();
 const opts = program.opts<{
-	port: number; apiPort: number; bindHost: string; idScope?: string; hubName: string; dataDir?: string;
+	port: number; apiPort: number; apiHost?: string; apiToken?: string; models?: string; bindHost: string; idScope?: string; hubName: string; dataDir?: string;
 	retryAfter: number; polls: number; aduHttpPort: number; aduHttpsPort: number; tls: string; quiet?: boolean;
 }>();
 if (!TLS_PROFILES.includes(opts.tls as TlsProfile)) program.error(`--tls must be one of ${TLS_PROFILES.join(", ")}`);
 
+const defaultModels = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../examples/models");
+if (opts.models !== undefined && !fs.existsSync(opts.models)) program.error(`--models ${opts.models}: no such directory`);
+
 const emulator = await startEmulator({
 	port: opts.port,
 	apiPort: opts.apiPort,
+	apiHost: opts.apiHost,
+	apiToken: opts.apiToken ?? (process.env.EMULATOR_API_TOKEN || undefined),
+	modelsDir: opts.models ?? (fs.existsSync(defaultModels) ? defaultModels : undefined),
 	bindHost: opts.bindHost,
 	idScope: opts.idScope,
 	hubName: opts.hubName,
@@ -81,5 +93,6 @@ process.stdout.write(JSON.stringify({
 	caDer: emulator.caDerPath,
 	api: emulator.apiUrl,
 	aduRootKey: emulator.aduRootKeyPath,
+	page: emulator.pageUrl,
 }) + "\n");
 

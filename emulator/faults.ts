@@ -109,9 +109,18 @@ export function validateFault(input: unknown): Fault {
 }
 
 interface Entry {
+	id: number;
 	fault: Fault;
 	remaining: number;
 	addedAt: number;
+}
+
+/** An active fault with the id that switches it off, and the firings it has left (null: unlimited). */
+export interface FaultEntry {
+	id: number;
+	fault: Fault;
+	remaining: number | null;
+	addedAt: string;
 }
 
 export interface FaultTarget {
@@ -121,15 +130,18 @@ export interface FaultTarget {
 
 export class FaultSet {
 	#entries: Entry[] = [];
+	#nextId = 1;
 	#onChange: () => void;
 
 	constructor(onChange: () => void = () => {}) {
 		this.#onChange = onChange;
 	}
 
-	add(fault: Fault): void {
-		this.#entries.push({fault, remaining: fault.count ?? Infinity, addedAt: Date.now()});
+	add(fault: Fault): number {
+		const id = this.#nextId++;
+		this.#entries.push({id, fault, remaining: fault.count ?? Infinity, addedAt: Date.now()});
 		this.#onChange();
+		return id;
 	}
 
 	clear(): void {
@@ -166,6 +178,19 @@ export class FaultSet {
 
 	list(): Fault[] {
 		return this.#entries.map(e => ({...e.fault}));
+	}
+
+	entries(): FaultEntry[] {
+		return this.#entries.map(e => ({id: e.id, fault: {...e.fault}, remaining: Number.isFinite(e.remaining) ? e.remaining : null, addedAt: new Date(e.addedAt).toISOString()}));
+	}
+
+	/** Switches one fault off by its id; false when there is none (it fired its count, or was cleared). */
+	removeId(id: number): boolean {
+		const before = this.#entries.length;
+		this.#entries = this.#entries.filter(e => e.id !== id);
+		if (this.#entries.length === before) return false;
+		this.#onChange();
+		return true;
 	}
 
 	remove(fault: Fault): void {

@@ -6,7 +6,7 @@ import * as crypto from "node:crypto";
 import type {AedesPublishPacket} from "aedes";
 import {type Context, errorBody, truncateJson} from "./context.js";
 import type {ConnectCheck} from "./dps.js";
-import {C2D_MAX_BYTES, C2D_QUEUE_LIMIT, type C2dMessage, EmulatorHttpError, type HubDevice, deviceStats} from "./registry.js";
+import {C2D_MAX_BYTES, C2D_QUEUE_LIMIT, type C2dMessage, EmulatorHttpError, type HubDevice, type TelemetryRecord, deviceStats} from "./registry.js";
 import {parseSas, verifySas} from "./sas.js";
 import type {Session} from "./session.js";
 import {buildPropertyBag, isPlainObject, matchRequest, mergePatch, parsePropertyBag, twinDocumentProblem} from "./wire.js";
@@ -130,10 +130,37 @@ export function twinView(device: HubDevice): {desired: Record<string, unknown>; 
 /** Sees each reported-properties patch the hub accepted; `reported` is the merged section (read only). */
 export type ReportedListener = (deviceId: string, patch: Record<string, unknown>, reported: Record<string, unknown>) => void;
 
+/**
+ * What happened to a device, for the emulator's page (emulator/web/monitor.ts). `fromDevice`: the
+ * device itself sent something (its last activity), rather than the service acting on it.
+ */
+export type HubEvent =
+	| {type: "telemetry"; deviceId: string; record: TelemetryRecord}
+	| {type: "connected" | "disconnected" | "twinGet" | "reported" | "desired" | "c2d" | "method"; deviceId: string; fromDevice: boolean};
+
+export type HubListener = (event: HubEvent) => void;
+
 export class HubService {
 	#ctx: Context;
 	#methodCounter = 0;
 	#reportedListeners: ReportedListener[] = [];
+	#listeners: HubListener[] = [];
+
+	/** Sees what happens to each device (the emulator's page); a listener must not throw or block. */
+	onEvent(listener: HubListener): void {
+		this.#listeners.push(listener);
+	}
+
+	#event(event: HubEvent): void {
+		for (const listener of this.#listeners) {
+			try {
+				listener(event);
+			}
+			catch (error) {
+				this.#ctx.log(`hub ${event.deviceId}: an event listener failed: ${(error as Error).message}`);
+			}
+		}
+	}
 
 	constructor(ctx: Context) {
 		this.#ctx = ctx;
@@ -157,6 +184,7 @@ export class HubService {
 		device.connectCount++;
 		if (session.modelId) device.modelId = session.modelId;
 		session.onClose(() => this.#disconnected(device, session));
+		this.#event({type: "connected", deviceId: device.deviceId, fromDevice: true});
 		// IoT Hub closes the connection when the token expires: MQTT 3.1.1 cannot re-authenticate in-band.
 		// A certificate's expiry is checked at connect time only (Azure/azure-iot-sdk-python#968).
 		const sas = session.sas;
@@ -194,6 +222,7 @@ export class HubService {
 		}
 		// A connection that took over has its own session; the old one's end must not touch it.
 		if (session.clean && (current || !device.session)) this.#purgeC2d(device, "clean session ended");
+		if (current) this.#event({type: "disconnected", deviceId: device.deviceId, fromDevice: true});
 	}
 
 	#purgeC2d(device: HubDevice, why: string): void {
@@ -227,7 +256,7 @@ export class HubService {
 			const bag = parsePropertyBag(request.bag);
 			// Bounded so that long benchmark runs do not grow without end.
 			if (device.telemetry.length >= TELEMETRY_KEPT) device.telemetry.shift();
-			device.telemetry.push({
+			const record: TelemetryRecord = {
 				body: payload.toString("utf8"),
 				bodyBase64: payload.toString("base64"),
 				properties: bag.properties,
@@ -235,14 +264,17 @@ export class HubService {
 				time: new Date().toISOString(),
 				qos,
 				topic: packet.topic,
-			});
+			};
+			device.telemetry.push(record);
 			ctx.stats.telemetry++;
 			stats.telemetry++;
+			this.#event({type: "telemetry", deviceId: device.deviceId, record});
 			break;
 		}
 		case "twinGet": {
 			ctx.stats.twinGets++;
 			stats.twinGets++;
+			this.#event({type: "twinGet", deviceId: device.deviceId, fromDevice: true});
 			const topic200 = `$iothub/twin/res/200/?$rid=${encodeURIComponent(request.rid)}`;
 			if (this.#twinFault(session, request.rid)) return;
 			const body = JSON.stringify(twinView(device));
@@ -280,6 +312,7 @@ export class HubService {
 			device.twin.reported = next;
 			device.twin.reportedVersion++;
 			this.#notifyReported(device, patch);
+			this.#event({type: "reported", deviceId: device.deviceId, fromDevice: true});
 			if (ctx.faults.take("twin.malformed", faultTarget(ctx, session.id))) {
 				// A reply that cannot be used: no $version, and a body where none is expected.
 				this.#reply(session, `$iothub/twin/res/204/?$rid=${rid}`, "{\"$version\":");
@@ -307,6 +340,7 @@ export class HubService {
 				}
 			}
 			pending.resolve({status: request.status, payload});
+			this.#event({type: "method", deviceId: device.deviceId, fromDevice: true});
 			break;
 		}
 		}
@@ -358,6 +392,7 @@ export class HubService {
 		device.c2d.push({messageId, body, properties, systemProperties, enqueuedAt: new Date().toISOString(), deliveryCount: 0});
 		this.#ctx.stats.c2dSent++;
 		this.deliverC2d(device);
+		this.#event({type: "c2d", deviceId: device.deviceId, fromDevice: false});
 		return {messageId};
 	}
 
@@ -396,6 +431,7 @@ export class HubService {
 		device.c2d.splice(index, 1);
 		this.#ctx.stats.c2dCompleted++;
 		deviceStats(this.#ctx.stats, device.deviceId).c2dCompleted++;
+		this.#event({type: "c2d", deviceId: device.deviceId, fromDevice: true});
 	}
 
 	patchDesired(deviceId: string, patch: object): {version: number} {
@@ -416,6 +452,7 @@ export class HubService {
 			const qos = session.grantedQos(topic);
 			if (qos !== undefined) session.publish(topic, JSON.stringify({...clean, $version: version}), qos);
 		}
+		this.#event({type: "desired", deviceId, fromDevice: false});
 		return {version};
 	}
 
@@ -437,6 +474,7 @@ export class HubService {
 			return Promise.reject(new EmulatorHttpError(404, `Device "${deviceId}" is not connected or not subscribed to $iothub/methods/POST/#.`));
 		ctx.stats.methodCalls++;
 		deviceStats(ctx.stats, deviceId).methodCalls++;
+		this.#event({type: "method", deviceId, fromDevice: false});
 		// IoT Hub's request ids are hexadecimal counters.
 		const rid = (++this.#methodCounter).toString(16);
 		const timeout = Math.max(0, Number.isFinite(timeoutSeconds) ? timeoutSeconds : 30);

@@ -17,7 +17,7 @@ import {AduService, type DeployRequest, type ImportedUpdate} from "./adu/service
 import type {ImportRequest, UpdateId} from "./adu/update.js";
 import type {Context, Settings} from "./context.js";
 import {DpsService, checkDpsConnect, dpsSubscriptionAllowed, isDpsUsername, parseDpsRequest} from "./dps.js";
-import {type Fault, FaultSet, validateFault} from "./faults.js";
+import {type Fault, type FaultEntry, FaultSet, validateFault} from "./faults.js";
 import {HubService, MAX_SUBSCRIPTIONS, checkHubConnect, faultTarget, hubSubscriptionAllowed, parseHubRequest, twinView} from "./hub.js";
 import {SERVER_CIPHERS, type TlsProfile, TLS_PROFILES, leafHosts, loadPki} from "./pki.js";
 import {type DeviceView, EmulatorHttpError, type Stats, type TelemetryRecord, Registry, deviceStats, isRegistrationId, newStats, registrationKey} from "./registry.js";
@@ -27,16 +27,27 @@ import {type ServiceKind, Session} from "./session.js";
 import {parsePropertyBag} from "./wire.js";
 import {type CertificateInput, type CertificateTarget, type DeviceAuthenticationView, type DeviceInput, X509Admin, type X509EnrollmentGroupInput, type X509EnrollmentInput} from "./x509-admin.js";
 import {type CertificateView, presentedChain} from "./x509.js";
+import {Live} from "./web/live.js";
+import {ModelStore} from "./web/models.js";
+import {Monitor} from "./web/monitor.js";
+import {checkApiExposure} from "./web/security.js";
+import {webRoutes} from "./web/server.js";
 
 export {EmulatorHttpError, validateFault};
-export type {CertificateInput, CertificateTarget, CertificateView, DeviceAuthenticationView, DeviceInput, DeviceView, Fault, Stats, TelemetryRecord, TlsProfile, X509EnrollmentGroupInput, X509EnrollmentInput};
+export type {CertificateInput, CertificateTarget, CertificateView, DeviceAuthenticationView, DeviceInput, DeviceView, Fault, FaultEntry, Stats, TelemetryRecord, TlsProfile, X509EnrollmentGroupInput, X509EnrollmentInput};
 export type {AduPublicKey, DeployRequest, DeploymentView, DeviceDeploymentState, DeviceDeploymentView, DeviceReport, FileUrlScheme, ImportRequest, ImportedUpdate, UpdateId};
 
 export interface EmulatorOptions {
 	/** MQTT/TLS port for both DPS and hub; default 0 (ephemeral). */
 	port?: number;
-	/** HTTP service API on 127.0.0.1; default 0. */
+	/** HTTP service API and the page; default 0. */
 	apiPort?: number;
+	/** Where the API and the page listen; default "127.0.0.1". Anything but loopback needs apiToken. */
+	apiHost?: string;
+	/** A secret every API request must carry (Authorization: Bearer, or the page's cookie after /?token=). */
+	apiToken?: string;
+	/** DTDL models (IoT Plug and Play) the page reads a device's commands from. */
+	modelsDir?: string;
 	/** Default "127.0.0.1". */
 	bindHost?: string;
 	idScope?: string;
@@ -58,10 +69,37 @@ export interface EmulatorOptions {
 export interface SasEnrollmentInput {registrationId: string; symmetricKey?: string; deviceId?: string; enabled?: boolean; initialTwin?: object}
 export interface SasGroupInput {groupId: string; symmetricKey?: string; enabled?: boolean}
 
+/** An individual enrollment as listed: never its key (enrollmentAttestation gives that). */
+export interface EnrollmentView {
+	registrationId: string;
+	attestation: "symmetricKey" | "x509";
+	deviceId?: string;
+	enabled: boolean;
+	/** The hub device it registered as, if it has. */
+	registeredDeviceId?: string;
+}
+
+export interface EnrollmentGroupView {
+	groupId: string;
+	attestation: "symmetricKey" | "x509";
+	/** The CA of an X.509 group: a certificate uploaded to DPS by name, or one held by the group. */
+	caName?: string;
+	enabled: boolean;
+	/** Devices registered through it. */
+	registrations: number;
+}
+
+/** As DPS's attestation mechanism: the keys, or for X.509 the thumbprints or CA. */
+export type AttestationView =
+	| {type: "symmetricKey"; symmetricKey: {primaryKey: string}}
+	| {type: "x509"; x509: Record<string, unknown>};
+
 export interface Emulator {
 	host: string;
 	port: number;
 	apiUrl: string;
+	/** The emulator's page (the same server as the API). */
+	pageUrl: string;
 	idScope: string;
 	hubName: string;
 	/** The root devices must pin (for "untrustedRoot" still the valid root, while the server chains to another). */
@@ -87,6 +125,12 @@ export interface Emulator {
 	addDevice(d: DeviceInput): {deviceId: string; authentication: DeviceAuthenticationView};
 	/** An individual enrollment by registration id, or else an enrollment group by group id. */
 	setEnrollmentEnabled(registrationId: string, enabled: boolean): void;
+	/** The enrollments and groups, without keys. */
+	enrollments(): EnrollmentView[];
+	enrollmentGroups(): EnrollmentGroupView[];
+	/** An enrollment's or group's key (or X.509 attestation), asked for explicitly. */
+	enrollmentAttestation(registrationId: string): AttestationView;
+	enrollmentGroupAttestation(groupId: string): AttestationView;
 	deleteDevice(deviceId: string): void;
 	devices(): DeviceView[];
 	telemetry(deviceId: string): TelemetryRecord[];
@@ -95,10 +139,15 @@ export interface Emulator {
 	twin(deviceId: string): {desired: object; reported: object};
 	patchDesired(deviceId: string, patch: object): {version: number};
 	invokeMethod(deviceId: string, name: string, payload: unknown, timeoutSeconds?: number): Promise<{status: number; payload: unknown}>;
-	addFault(f: Fault): void;
+	/** Switches a fault on; returns the id that switches it off (0 for "down"). */
+	addFault(f: Fault): number;
 	clearFaults(): void;
 	/** The active faults (beyond the contract; also GET /faults). */
 	faults(): Fault[];
+	/** The active faults with their ids and the firings left. */
+	faultEntries(): FaultEntry[];
+	/** Switches one fault off (404 when it is no longer on). */
+	removeFault(id: number): void;
 	dropAll(): void;
 	stats(): Stats;
 	/** Device Update: the emulator's root key (build it into a device's root-key table) and where it is as JSON. */
@@ -137,6 +186,9 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 		pollsBeforeAssigned: options.pollsBeforeAssigned ?? 1,
 	};
 	const bindHost = options.bindHost ?? "127.0.0.1";
+	const apiHost = options.apiHost ?? "127.0.0.1";
+	// Before anything is bound: the API hands out keys and drives devices.
+	checkApiExposure(apiHost, options.apiToken);
 	const dataDir = path.resolve(options.dataDir ?? path.join(os.tmpdir(), "moddable-azure-iot-emulator"));
 	const pki = loadPki(dataDir, leafHosts(settings.hubName));
 	const identity = pki.identity(profile);
@@ -152,6 +204,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 	const ctx: Context = {settings, registry, faults, stats, log};
 	const dps = new DpsService(ctx);
 	const hub = new HubService(ctx);
+	const monitor = new Monitor(registry, stats);
+	hub.onEvent(event => monitor.observe(event));
 	const adu = await AduService.start({
 		keys: aduKeys, registry, hub, faults, identity, bindHost, log,
 		// Devices reach the file server under the host name they reach the hub by.
@@ -365,11 +419,48 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 		for (const socket of sockets) socket.destroy();
 	};
 
+	const enrollmentViews = (): EnrollmentView[] => [...registry.enrollments.values()].map(e => {
+		const record = registry.registrations.get(registrationKey(e.registrationId));
+		return {
+			registrationId: e.registrationId, attestation: e.x509 ? "x509" : "symmetricKey",
+			...(e.deviceId !== undefined ? {deviceId: e.deviceId} : {}), enabled: e.enabled,
+			...(record?.enrollment.kind === "individual" ? {registeredDeviceId: record.deviceId} : {}),
+		};
+	});
+	const groupViews = (): EnrollmentGroupView[] => {
+		const counts = new Map<string, number>();
+		for (const r of registry.registrations.values()) if (r.enrollment.kind === "group") counts.set(r.enrollment.groupId, (counts.get(r.enrollment.groupId) ?? 0) + 1);
+		return [...registry.groups.values()].map(g => ({
+			groupId: g.groupId, attestation: g.x509 ? "x509" : "symmetricKey",
+			...(g.x509 && "caName" in g.x509 ? {caName: g.x509.caName} : {}),
+			enabled: g.enabled, registrations: counts.get(g.groupId) ?? 0,
+		}));
+	};
+	const SECTION_ROWS = 2000;
+	const rows = <T>(items: T[]) => ({items: items.slice(0, SECTION_ROWS), total: items.length});
+	const liveStreams = new Live({
+		monitor, registry,
+		twin: deviceId => {
+			const device = registry.devices.get(deviceId);
+			return device ? twinView(device) : undefined;
+		},
+		sections: () => ({
+			info: {idScope: settings.idScope, hubName: settings.hubName, mqttPort: port, tls: profile},
+			enrollments: rows(enrollmentViews()),
+			groups: rows(groupViews()),
+			faults: emulator.faultEntries(),
+			updates: adu.updates().map(u => ({updateId: u.updateId, fileUrls: u.fileUrls})),
+			deployments: adu.deployments(),
+		}),
+	});
+	const models = new ModelStore(options.modelsDir);
+
 	let api: ApiServer | undefined;
 	const emulator: Emulator = {
 		host: "localhost",
 		port,
 		apiUrl: "",
+		pageUrl: "",
 		idScope: settings.idScope,
 		hubName: settings.hubName,
 		caPem: pki.rootPem,
@@ -431,6 +522,20 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 			if (enrollment) enrollment.enabled = !!enabled;
 			else if (group) group.enabled = !!enabled;
 		},
+		enrollments: enrollmentViews,
+		enrollmentGroups: groupViews,
+		enrollmentAttestation(id) {
+			const e = registry.enrollments.get(registrationKey(id));
+			if (!e) throw new EmulatorHttpError(404, `No enrollment "${id}".`);
+			if (e.x509) return {type: "x509", x509: {thumbprints: {...e.x509}}};
+			return {type: "symmetricKey", symmetricKey: {primaryKey: e.symmetricKey!}};
+		},
+		enrollmentGroupAttestation(id) {
+			const g = registry.groups.get(id);
+			if (!g) throw new EmulatorHttpError(404, `No enrollment group "${id}".`);
+			if (g.x509) return {type: "x509", x509: "caName" in g.x509 ? {caName: g.x509.caName} : {certificatePem: g.x509.certificatePem}};
+			return {type: "symmetricKey", symmetricKey: {primaryKey: g.symmetricKey!}};
+		},
 		deleteDevice(deviceId) {
 			const device = registry.device(deviceId);
 			registry.devices.delete(deviceId);
@@ -469,9 +574,9 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 				downUntil = Date.now() + fault.ms;
 				log(`service: down for ${fault.ms} ms`);
 				dropAll();
-				return;
+				return 0;
 			}
-			faults.add(fault);
+			return faults.add(fault);
 		},
 		clearFaults() {
 			faults.clear();
@@ -481,6 +586,20 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 		faults() {
 			const remaining = downUntil - Date.now();
 			return remaining > 0 ? [...faults.list(), {kind: "down", ms: remaining}] : faults.list();
+		},
+		faultEntries() {
+			const remaining = downUntil - Date.now();
+			const down: FaultEntry[] = remaining > 0 ? [{id: 0, fault: {kind: "down", ms: Math.ceil(remaining / 1000) * 1000}, remaining: null, addedAt: ""}] : [];
+			return [...faults.entries(), ...down];
+		},
+		removeFault(id) {
+			if (id === 0 && downUntil > Date.now()) {
+				downUntil = 0;
+				return;
+			}
+			if (!faults.removeId(id)) throw new EmulatorHttpError(404, `No active fault ${id} (it may have fired its count, or been cleared).`);
+			// A noPuback fault switched off lets the held acknowledgements go, as clearFaults does.
+			if (!faults.peek("noPuback")) releaseHeldPubacks();
 		},
 		dropAll,
 		stats() {
@@ -504,17 +623,19 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 			await new Promise<void>(resolve => broker.close(() => resolve()));
 			await new Promise<void>(resolve => server.close(() => resolve()));
 			await adu.close();
+			liveStreams.close();
 			await api?.close();
 		},
 	};
 	try {
-		api = await startApi(emulator, {port: options.apiPort ?? 0, host: "127.0.0.1", log});
+		api = await startApi(emulator, {port: options.apiPort ?? 0, host: apiHost, token: options.apiToken, log, web: webRoutes(liveStreams, models, log)});
 	}
 	catch (error) {
 		await emulator.close();
 		throw error;
 	}
 	emulator.apiUrl = api.url;
+	emulator.pageUrl = `${api.url}/`;
 	log(`emulator: mqtts://localhost:${port} (idScope ${settings.idScope}, hub ${settings.hubName}, tls ${profile}); API ${api.url}`);
 	return emulator;
 }

@@ -726,7 +726,8 @@ test("CLI: `npx tsx emulator/cli.ts --port 0` prints one JSON ready line and clo
 	const cli = runCli("npx", ["tsx", "emulator/cli.ts", "--port", "0", "--api-port", "0"]);
 	t.teardown(() => cli.kill("SIGKILL", true));
 	const ready = JSON.parse(await cli.line);
-	t.deepEqual(Object.keys(ready), ["host", "port", "idScope", "ca", "caDer", "api", "aduRootKey"]);
+	t.deepEqual(Object.keys(ready), ["host", "port", "idScope", "ca", "caDer", "api", "aduRootKey", "page"]);
+	t.is(ready.page, `${ready.api}/`);
 	t.is(ready.host, "localhost");
 	t.true(ready.port > 0);
 	t.regex(ready.api, /^http:\/\/127\.0\.0\.1:\d+$/);

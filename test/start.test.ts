@@ -16,6 +16,7 @@ test("npm start --node shows the whole flow and exits cleanly", async t => {
 	});
 	t.is(code, 0, output);
 	t.regex(output, /NOT the firmware/);
+	t.regex(output, /The emulator's page: \S*http:\/\/127\.0\.0\.1:\d+\//, "the page's address is printed");
 	for (const step of ["dps.assigned", "hub.connected", "telemetry.acked", "method.invoked", "twin.desired", "c2d.received", "Registration result:", "The whole flow ran"])
 		t.true(output.includes(step), `${step} missing from:\n${output}`);
 	t.notRegex(output, /sig=[A-Za-z0-9%]{20,}/, "no SAS signature is printed");

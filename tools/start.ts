@@ -26,8 +26,10 @@ const program = new Command()
 	.option("--duration <seconds>", "stop after this many seconds (default: run until Ctrl-C)", Number)
 	.option("--registration-id <id>", "the demo device's registration id", "moddable-demo-001")
 	.option("--port <port>", "the emulator's MQTT/TLS port (0: any free port)", Number, 0)
+	.option("--api-port <port>", "the emulator's service API and page port on 127.0.0.1 (0: any free port)", Number, 0)
+	.option("--models <dir>", "DTDL models the page reads Plug and Play commands from (default: the app's models/, else examples/models)")
 	.parse();
-const options = program.opts<{app?: string; node?: boolean; duration?: number; registrationId: string; port: number}>();
+const options = program.opts<{app?: string; node?: boolean; duration?: number; registrationId: string; port: number; apiPort: number; models?: string}>();
 let app: App;
 try {
 	app = resolveApp(options.app);
@@ -142,8 +144,10 @@ async function eventually(check: () => boolean, timeoutMs: number, what: string)
 
 async function main(): Promise<number> {
 	say("Starting the local DPS + IoT Hub emulator…");
-	const emulator = await startEmulator({port: options.port, retryAfterSeconds: 1});
+	const modelsDir = options.models ?? [path.join(app.dir, "models"), path.join(REPO_ROOT, "examples/models")].find(d => fs.existsSync(d));
+	const emulator = await startEmulator({port: options.port, apiPort: options.apiPort, retryAfterSeconds: 1, modelsDir});
 	say(`Emulator ready: MQTT/TLS on ${emulator.host}:${emulator.port}, id scope ${emulator.idScope}, service API ${emulator.apiUrl}, root CA ${emulator.caPemPath}`);
+	say(`The emulator's page: \x1b[4m${emulator.pageUrl}\x1b[0m (open it to watch and drive the device; loopback only)`);
 	const {symmetricKey} = emulator.addEnrollment({registrationId: options.registrationId});
 	say(`Enrolled the demo device ${options.registrationId} (individual enrollment, symmetric key).`);
 
