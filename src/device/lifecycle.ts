@@ -62,6 +62,8 @@ export class Lifecycle {
 	private _lastReprovision = -Infinity;
 	private _stopped = false;
 	private _provisioning = false;
+	/** When the checked X.509 chain is valid (notBefore, notAfter): registrations outside it are checked again. */
+	private _identityValid: [number, number] = [Infinity, -Infinity];
 	bootCount = 0;
 
 	constructor(platform: Platform, settings: Settings, identity: Identity | undefined, modelId: string | undefined, features: HubFeatures, hooks: LifecycleHooks) {
@@ -146,12 +148,13 @@ export class Lifecycle {
 		this._provisioning = true;
 		this._lastReprovision = this._adapter.now();
 		const s = this.#settings;
-		if (this.#identity) {
+		const now = this._adapter.now();
+		if (this.#identity && (now > this._identityValid[1] || now < this._identityValid[0])) {
+			// The certificate expired while the device ran (or the clock moved): check it again, for the message.
 			try {
 				this._checkIdentity();
 			}
 			catch (e) {
-				// The certificate expired while the device ran: DPS and the hub would refuse it on every try.
 				this._provisioning = false;
 				this._fail(asError(e));
 				return;
@@ -287,6 +290,7 @@ export class Lifecycle {
 			registrationId: this.#settings.registrationId,
 			fields: identity.fields,
 		});
+		this._identityValid = [checked.notBefore, checked.notAfter];
 		this._emit({
 			event: "x509.identity", commonName: checked.commonName, certificates: checked.certificates.length,
 			issuer: checked.leaf.issuerCN, notAfter: new Date(checked.notAfter).toISOString(), keyBits: checked.keyBits,
