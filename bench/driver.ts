@@ -23,6 +23,8 @@ export interface RunResult {
 	hubConnackMs?: number;
 	/** Start to subscribed with the twin read. */
 	readyMs?: number;
+	/** X.509: the device's check of its certificate and key before it registers (src/x509.ts). */
+	identityCheckMs?: number;
 	perSecond?: number;
 	reconnects: Reconnect[];
 	dpsRequests?: {register: number; poll: number; connects: number};
@@ -59,6 +61,7 @@ export class Driver {
 			r.assignedMs = e.assignedMs as number;
 			r.hubConnackMs = e.hubConnackMs as number;
 			r.readyMs = e.readyMs as number;
+			r.identityCheckMs = e.identityCheckMs as number | undefined;
 			break;
 		case "bench.throughput":
 			r.perSecond = e.perSecond as number;

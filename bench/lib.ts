@@ -34,6 +34,8 @@ export interface EmulatorProcess {
 	api: string;
 	pid: number;
 	addEnrollment(registrationId: string): Promise<string>;
+	/** Any call of the emulator's HTTP API (emulator/api.ts); the reply's JSON. */
+	call(method: string, url: string, body?: unknown): Promise<any>;
 	addFault(fault: Record<string, unknown>): Promise<void>;
 	clearFaults(): Promise<void>;
 	drop(): Promise<void>;
@@ -94,6 +96,7 @@ export async function startEmulatorProcess(settings: EmulatorSettings): Promise<
 		api: ready.api,
 		pid: child.pid!,
 		addEnrollment: async registrationId => (await call("POST", "/enrollments", {registrationId})).symmetricKey,
+		call,
 		addFault: async fault => { await call("POST", "/faults", fault); },
 		clearFaults: async () => { await call("DELETE", "/faults"); },
 		drop: async () => { await call("POST", "/faults/drop"); },

@@ -1,14 +1,16 @@
 /*
  * npm run bench -- [--runs N] [--messages N] [--window N] [--reconnects N] [--fleet N] [--fleet-sims K]
  *                  [--fleet-rate R] [--fleet-retry-after S] [--web N] [--quick] [--no-sim] [--no-microsoft]
- *                  [--json FILE] [--update FILE]
+ *                  [--no-x509 | --x509-only] [--json FILE] [--update FILE]
  *
  * One table, measured in one run against one local emulator (its own process, settings printed):
  * connect, reconnect and throughput for (a) the firmware on the Moddable simulator, (b) the core on
  * the Node host, (c) Microsoft's Node SDK; XS memory from an instrumented build; bytecode size; a
  * fleet provisioning at once against a throttling DPS. Each figure is a median over the runs with
  * its range. Runs of the three clients are interleaved so that a change in the machine's load
- * falls on all of them. What cannot be measured here (no Moddable SDK, no Microsoft SDK) is
+ * falls on all of them. The X.509 connect (bench/x509.ts: a group enrollment, RSA-2048 leaf +
+ * intermediate) is measured beside the SAS one, interleaved with it, with its XS memory peaks;
+ * --x509-only measures just those connects (SAS and X.509) and their memory. What cannot be measured here (no Moddable SDK, no Microsoft SDK) is
  * reported as not measured, with the reason. The table goes to stdout (markdown); progress to stderr.
  * --update FILE replaces the part of FILE between <!-- bench:begin --> and <!-- bench:end -->.
  */
@@ -26,6 +28,7 @@ import {loadMicrosoftSdk, runMicrosoftOnce} from "./microsoft.js";
 import {measureSize, type SizeReport} from "./size.js";
 import {REPO_ROOT, formatSummary, ratio, startEmulatorProcess, summarize, type EmulatorProcess, type Summary} from "./lib.js";
 import {buildBenchFirmware, buildMemoryFirmware, buildProductFirmware, buildProductMemoryFirmware, runProductMemoryOnce, runXsOnce, type XsBuild} from "./xs.js";
+import {prepareX509Fleet, type X509Fleet} from "./x509.js";
 
 function count(value: string): number {
 	const n = Number(value);
@@ -49,6 +52,8 @@ const program = new Command()
 	.option("--quick", "a small configuration that only proves the benchmark works (figures meaningless)", false)
 	.option("--no-sim", "do not build or run the firmware (its rows are reported as not measured)")
 	.option("--no-microsoft", "do not run Microsoft's SDK (its rows are reported as not measured)")
+	.option("--no-x509", "do not measure the X.509 connect")
+	.option("--x509-only", "measure only the connects, SAS and X.509 side by side, and their XS memory (no throughput, reconnects, size or fleet)", false)
 	.option("--json <file>", "also write every figure as JSON")
 	.option("--update <file>", "replace the section between <!-- bench:begin --> and <!-- bench:end --> of this file")
 	.showHelpAfterError();
@@ -56,7 +61,7 @@ const program = new Command()
 interface Options {
 	runs: number; messages: number; window: number; reconnects: number; fleet: number; fleetSims: number;
 	fleetRate: number; fleetRetryAfter: number; retryAfter: number; web: number; quick: boolean; sim: boolean; microsoft: boolean;
-	json?: string; update?: string;
+	x509: boolean; x509Only: boolean; json?: string; update?: string;
 }
 
 const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
@@ -76,8 +81,13 @@ interface Results {
 	core: ClientFigures;
 	coreResumed: ClientFigures;
 	microsoft: ClientFigures;
+	/** The same connects with an X.509 identity (bench/x509.ts). */
+	x509: {xs: ClientFigures; core: ClientFigures; microsoft: ClientFigures; missing?: string};
 	microsoftVersions?: Record<string, string>;
-	memory?: {asBuilt?: MemoryReport; firmware?: MemoryReport; missing?: string; esp32Project?: {chunkBytes?: number; heapSlots?: number; stackSlots?: number}};
+	memory?: {
+		asBuilt?: MemoryReport; firmware?: MemoryReport; asBuiltX509?: MemoryReport; firmwareX509?: MemoryReport;
+		missing?: string; esp32Project?: {chunkBytes?: number; heapSlots?: number; stackSlots?: number};
+	};
 	size?: SizeReport & {missing?: string};
 	fleet?: FleetResult & {missing?: string};
 	fleetError?: string;
@@ -117,6 +127,7 @@ async function main(): Promise<void> {
 	program.parse();
 	const o = program.opts<Options>();
 	if (o.quick) Object.assign(o, {runs: 1, messages: 20, reconnects: 1, fleet: Math.min(o.fleet, 20), fleetSims: Math.min(o.fleetSims, 1), fleetRate: Math.min(o.fleetRate, 10), fleetRetryAfter: 1});
+	if (o.x509Only) Object.assign(o, {x509: true, messages: 0, reconnects: 0, fleet: 0});
 	const started = Date.now();
 	const simCheck = o.sim ? simulatorAvailable() : {ok: false as const, reason: "--no-sim was given"};
 	const sdk = simCheck.ok ? simCheck.sdk : undefined;
@@ -128,6 +139,7 @@ async function main(): Promise<void> {
 		core: {runs: [], errors: []},
 		coreResumed: {runs: [], errors: []},
 		microsoft: {runs: [], errors: [], missing: typeof ms === "string" ? ms : undefined},
+		x509: {xs: {runs: [], errors: []}, core: {runs: [], errors: []}, microsoft: {runs: [], errors: []}},
 		microsoftVersions: typeof ms === "string" ? undefined : ms.versions,
 		startedAt: new Date(started).toISOString(),
 		seconds: 0,
@@ -160,40 +172,70 @@ async function measure(o: Options, r: Results, emu: EmulatorProcess, sdk: Sdk | 
 		}
 	}
 	const scenario = {emu, messages: o.messages, window: o.window, reconnects: o.reconnects, timeoutMs};
+	let x509: X509Fleet | undefined;
+	if (o.x509) {
+		try {
+			x509 = await prepareX509Fleet(emu);
+			log("x509: a fleet CA (RSA-2048 root and intermediate), the root verified in DPS and the hub, a group on it");
+		}
+		catch (e) {
+			r.x509.missing = `the fleet CA could not be set up: ${(e as Error).message.split("\n")[0]}`;
+		}
+	}
+	else r.x509.missing = "--no-x509 was given";
+	r.x509.xs.missing = r.x509.missing ?? r.xs.missing;
+	r.x509.core.missing = r.x509.missing;
+	r.x509.microsoft.missing = r.x509.missing ?? r.microsoft.missing;
+	// The X.509 rows time the connect only: a fresh device's DPS registration and hub connection.
+	const connectOnly = {...scenario, messages: 0, reconnects: 0, x509};
 	// One unmeasured run each for the Node clients: module loading and the JIT's first compilations
 	// are not part of connecting. Every simulator run is a fresh boot, as a device's would be.
 	log("warm-up");
 	await runCoreOnce({...scenario, messages: Math.min(o.messages, 50), reconnects: 0}).catch(() => {});
+	if (x509) await runCoreOnce(connectOnly).catch(() => {});
 	if (ms && typeof ms !== "string") await runMicrosoftOnce({...scenario, sdk: ms, messages: Math.min(o.messages, 50), reconnects: 0}).catch(() => {});
 
 	for (let i = 1; i <= o.runs; i++) {
 		log(`run ${i}/${o.runs}`);
 		if (bench && sdk) await attempt(r.xs, () => runXsOnce({...scenario, sdk, soPath: bench!.soPath}).then(({lines: _lines, ...rest}) => rest));
+		if (bench && sdk && x509) await attempt(r.x509.xs, () => runXsOnce({...connectOnly, sdk, soPath: bench!.soPath}).then(({lines: _lines, ...rest}) => rest));
 		await attempt(r.core, () => runCoreOnce(scenario));
+		if (x509) await attempt(r.x509.core, () => runCoreOnce(connectOnly));
 		if (ms && typeof ms !== "string") await attempt(r.microsoft, () => runMicrosoftOnce({...scenario, sdk: ms}));
-		await attempt(r.coreResumed, () => runCoreOnce({...scenario, messages: 0, resume: true}));
+		if (ms && typeof ms !== "string" && x509) await attempt(r.x509.microsoft, () => runMicrosoftOnce({...connectOnly, sdk: ms}));
+		if (!o.x509Only) await attempt(r.coreResumed, () => runCoreOnce({...scenario, messages: 0, resume: true}));
 	}
+	if (o.x509Only) r.coreResumed.missing = "--x509-only was given";
 
 	r.memory = {esp32Project: esp32ProjectCreation()};
 	if (sdk && bench) {
 		try {
 			log("memory: instrumented build, as the firmware is built today");
 			const asBuilt = await buildMemoryFirmware(sdk, emu, log);
-			r.memory.asBuilt = await memoryRun(o, async () => (await runXsOnce({sdk, soPath: asBuilt.soPath, emu, messages: MEMORY_MESSAGES, window: 1, reconnects: 0, timeoutMs: 180_000})).lines);
+			// --x509-only: the SAS figures too, at the same (connect-only) work, for comparison.
+			const memoryMessages = o.x509Only ? 0 : MEMORY_MESSAGES;
+			const boot = (fleet?: X509Fleet) => async () => (await runXsOnce({sdk, soPath: asBuilt.soPath, emu, messages: memoryMessages, window: 1, reconnects: 0, timeoutMs: 180_000, x509: fleet})).lines;
+			r.memory.asBuilt = await memoryRun(o, boot());
+			if (x509) r.memory.asBuiltX509 = await memoryRun(o, boot(x509));
 			log("memory: the firmware as it ships, instrumented");
 			const firmware = await buildProductMemoryFirmware(sdk, emu, log);
-			r.memory.firmware = await memoryRun(o, () => runProductMemoryOnce({sdk, soPath: firmware.soPath, emu, messages: FIRMWARE_MEMORY_MESSAGES, timeoutMs: 180_000}));
+			const product = (fleet?: X509Fleet) => () => runProductMemoryOnce({sdk, soPath: firmware.soPath, emu, messages: FIRMWARE_MEMORY_MESSAGES, timeoutMs: 180_000, x509: fleet});
+			r.memory.firmware = await memoryRun(o, product());
+			if (x509) r.memory.firmwareX509 = await memoryRun(o, product(x509));
 		}
 		catch (e) {
 			r.memory.missing = `the instrumented run failed: ${(e as Error).message.split("\n")[0]}`;
 		}
-		try {
-			log("size: the firmware (manifest.json) for the simulator");
-			const product = await buildProductFirmware(sdk, emu, log);
-			r.size = measureSize(product.buildDir);
-		}
-		catch (e) {
-			r.size = {missing: `the firmware did not build: ${(e as Error).message.split("\n")[0]}`} as Results["size"];
+		if (o.x509Only) r.size = {missing: "--x509-only was given"} as Results["size"];
+		else {
+			try {
+				log("size: the firmware (manifest.json) for the simulator");
+				const product = await buildProductFirmware(sdk, emu, log);
+				r.size = measureSize(product.buildDir);
+			}
+			catch (e) {
+				r.size = {missing: `the firmware did not build: ${(e as Error).message.split("\n")[0]}`} as Results["size"];
+			}
 		}
 	}
 	else {
@@ -278,27 +320,43 @@ function render(r: Results): string {
 	const waitMs = r.emulator.retryAfterSeconds * 1000;
 	type Row = [string, string, string, string, string, string];
 	const rows: Row[] = [];
-	const timing = (label: string, pick: (x: ClientFigures["runs"][number]) => number | number[] | undefined, unit = "ms", digits = 0, ratios = true) => {
-		const [a, b, c] = [col(r.xs, pick), col(r.core, pick), col(r.microsoft, pick)];
-		rows.push([label, cell(r.xs, a, unit, digits), cell(r.core, b, unit, digits), cell(r.microsoft, c, unit, digits),
-			ratios && !why(r.xs) && !why(r.microsoft) ? ratio(a, c) : "–", ratios && !why(r.core) && !why(r.microsoft) ? ratio(b, c) : "–"]);
+	type Pick = (x: ClientFigures["runs"][number]) => number | number[] | undefined;
+	const sas = [r.xs, r.core, r.microsoft] as const;
+	const x5 = [r.x509.xs, r.x509.core, r.x509.microsoft] as const;
+	const timingOf = (figures: readonly [ClientFigures, ClientFigures, ClientFigures], label: string, pick: Pick, unit = "ms", digits = 0, ratios = true) => {
+		const [fa, fb, fc] = figures;
+		const [a, b, c] = [col(fa, pick), col(fb, pick), col(fc, pick)];
+		rows.push([label, cell(fa, a, unit, digits), cell(fb, b, unit, digits), cell(fc, c, unit, digits),
+			ratios && !why(fa) && !why(fc) ? ratio(a, c) : "–", ratios && !why(fb) && !why(fc) ? ratio(b, c) : "–"]);
 	};
-	timing("Connect: start → hub CONNACK (DPS included)", x => x.hubConnackMs);
-	timing("Connect: start → ready (subscribed, twin read)", x => x.readyMs);
-	timing(`Connect: start → ready, without the ${waitMs} ms retry-after wait`, x => x.readyMs === undefined ? undefined : x.readyMs - waitMs);
-	timing("… of which DPS assigned (start → assignment)", x => x.assignedMs);
-	rows.push(["… of which computing (XS: simulator CPU time, start → ready)", why(r.xs) || formatSummary(col(r.xs, x => x.connectCpuMs), "ms"), "–", "–", "–", "–"]);
-	timing("Reconnect: drop → hub CONNACK (first drop of a run)", x => x.reconnects[0]?.toConnackMs);
-	timing("Reconnect: … of which the client's own delay (backoff, first drop)", x => x.reconnects[0] === undefined ? undefined : x.reconnects[0].backoffMs ?? 0);
-	timing("Reconnect: drop → CONNACK less that delay (handshake; every drop)", x => x.reconnects.map(c => c.toConnackMs - (c.backoffMs ?? 0)));
+	const timing = (label: string, pick: Pick, unit = "ms", digits = 0, ratios = true) => timingOf(sas, label, pick, unit, digits, ratios);
+	const connectRows = (figures: typeof sas | typeof x5, prefix: string) => {
+		timingOf(figures, `${prefix}: start → hub CONNACK (DPS included)`, x => x.hubConnackMs);
+		timingOf(figures, `${prefix}: start → ready (subscribed, twin read)`, x => x.readyMs);
+		timingOf(figures, `${prefix}: start → ready, without the ${waitMs} ms retry-after wait`, x => x.readyMs === undefined ? undefined : x.readyMs - waitMs);
+		timingOf(figures, "… of which DPS assigned (start → assignment)", x => x.assignedMs);
+		rows.push(["… of which computing (XS: simulator CPU time, start → ready)", why(figures[0]) || formatSummary(col(figures[0], x => x.connectCpuMs), "ms"), "–", "–", "–", "–"]);
+	};
+	connectRows(sas, "Connect");
+	const x509Label = "X.509 connect (group enrollment; RSA-2048 leaf + intermediate sent, no password)";
+	connectRows(x5, x509Label);
+	rows.push(["… of which the device's check of its certificate and key (src/x509.ts checkClientIdentity)",
+		why(r.x509.xs) || formatSummary(col(r.x509.xs, x => x.identityCheckMs), "ms", 1), why(r.x509.core) || formatSummary(col(r.x509.core, x => x.identityCheckMs), "ms", 1), "–", "–", "–"]);
+	// X.509 against SAS, per client: the medians' ratio of start → ready.
+	const against = (x: ClientFigures, s: ClientFigures) => why(x) || why(s) || ratio(col(x, f => f.readyMs), col(s, f => f.readyMs));
+	rows.push(["X.509 connect against SAS (start → ready, medians' ratio)", against(r.x509.xs, r.xs), against(r.x509.core, r.core), against(r.x509.microsoft, r.microsoft), "–", "–"]);
+	const full = !o.x509Only;
+	if (full) timing("Reconnect: drop → hub CONNACK (first drop of a run)", x => x.reconnects[0]?.toConnackMs);
+	if (full) timing("Reconnect: … of which the client's own delay (backoff, first drop)", x => x.reconnects[0] === undefined ? undefined : x.reconnects[0].backoffMs ?? 0);
+	if (full) timing("Reconnect: drop → CONNACK less that delay (handshake; every drop)", x => x.reconnects.map(c => c.toConnackMs - (c.backoffMs ?? 0)));
 	const resumed = col(r.coreResumed, x => x.reconnects.map(c => c.toConnackMs - (c.backoffMs ?? 0)));
 	const resumedCount = r.coreResumed.runs.reduce((n, x) => n + (x.resumed ?? 0), 0);
 	const drops = r.coreResumed.runs.reduce((n, x) => n + x.reconnects.length, 0);
-	rows.push(["Reconnect handshake with the TLS session resumed",
+	if (full) rows.push(["Reconnect handshake with the TLS session resumed",
 		"not possible here: XS resumes by session id only, the emulator's Node TLS server by ticket only (Azure IoT Hub resumes neither, see below)",
 		(why(r.coreResumed) || formatSummary(resumed, "ms")) + ` (bench/resume-host.ts; ${resumedCount} of ${drops} resumed)`,
 		"not offered by the SDK", "–", "–"]);
-	timing(`Throughput: acknowledged QoS 1 telemetry (window ${o.window}, ${o.messages} messages)`, x => x.perSecond, "msg/s");
+	if (full) timing(`Throughput: acknowledged QoS 1 telemetry (window ${o.window}, ${o.messages} messages)`, x => x.perSecond, "msg/s");
 
 	// Memory
 	const m = r.memory;
@@ -320,18 +378,20 @@ function render(r: Results): string {
 	};
 	memRows("XS memory at boot (modules loaded), benchmark firmware", m?.asBuilt, "boot");
 	memRows("XS peak memory, TLS + DPS + hub connect, benchmark firmware", m?.asBuilt, "connect");
-	memRows(`XS peak memory, steady state sending telemetry (one at a time, ${MEMORY_MESSAGES} messages), benchmark firmware`, m?.asBuilt, "steady");
+	if (o.x509) memRows("XS peak memory, TLS + DPS + hub connect with X.509 (RSA-2048 leaf + intermediate from Preference blobs; the identity check included), benchmark firmware", m?.asBuiltX509, "connect");
+	if (full) memRows(`XS peak memory, steady state sending telemetry (one at a time, ${MEMORY_MESSAGES} messages), benchmark firmware`, m?.asBuilt, "steady");
 	// One row for the whole run: its phases end on the firmware's own events, which fall between the
 	// once-a-second samples, and a grown heap never shrinks.
-	const whole = m?.firmware && {...m.firmware, steady: largestOf([m.firmware.boot, m.firmware.connect, m.firmware.steady])};
-	memRows(`XS peak memory, the firmware as it ships (src/main, Device), over a whole boot: Wi-Fi, clock, DPS, hub, twin read and reported properties, then ${FIRMWARE_MEMORY_MESSAGES} telemetry messages one second apart`, whole, "steady");
+	const whole = (f: MemoryReport | undefined) => f && {...f, steady: largestOf([f.boot, f.connect, f.steady])};
+	memRows(`XS peak memory, the firmware as it ships (src/main, Device), over a whole boot: Wi-Fi, clock, DPS, hub, twin read and reported properties, then ${FIRMWARE_MEMORY_MESSAGES} telemetry messages one second apart`, whole(m?.firmware), "steady");
+	if (o.x509) memRows(`XS peak memory, the firmware as it ships, the same boot with X.509 (identity in Preference blobs, as commissioned)`, whole(m?.firmwareX509), "steady");
 	rows.push(["ESP32 creation sizes compared with", `SDK default: heap ${ESP32_SDK_DEFAULT.heapSlots} slots (${kb(ESP32_SDK_DEFAULT.heapSlots * SLOT_BYTES_32)}), chunk ${kb(ESP32_SDK_DEFAULT.chunkBytes)}, stack ${ESP32_SDK_DEFAULT.stackSlots} slots (${kb(ESP32_SDK_DEFAULT.stackSlots * SLOT_BYTES_32)})` +
 		(esp ? `; this project's hosts/esp32/manifest.json: heap ${esp.heapSlots} slots, chunk ${kb(esp.chunkBytes ?? 0)}, stack ${esp.stackSlots} slots` : ""), "–", "–", "–", "–"]);
 
 	// Size
 	const s = r.size;
-	rows.push(["Bytecode (.xsb) of the project's own modules (src/, hosts/)", s?.missing ? `not measured: ${s.missing}` : s ? `${kb(s.projectBytes)} in ${s.projectModules} modules (largest: ${s.largest.slice(0, 3).map(l => `${l.module} ${kb(l.bytes)}`).join(", ")})` : "not measured", "–", "–", "–", "–"]);
-	rows.push(["Bytecode (.xsb) of the whole firmware build", s?.missing ? `not measured: ${s.missing}` : s ? `${kb(s.totalBytes)} in ${s.projectModules + s.sdkModules} modules (SDK ${kb(s.sdkBytes)}); simulator mc.so ${kb(s.soBytes ?? 0)}` : "not measured", "–", "–", "–", "–"]);
+	if (full) rows.push(["Bytecode (.xsb) of the project's own modules (src/, hosts/)", s?.missing ? `not measured: ${s.missing}` : s ? `${kb(s.projectBytes)} in ${s.projectModules} modules (largest: ${s.largest.slice(0, 3).map(l => `${l.module} ${kb(l.bytes)}`).join(", ")})` : "not measured", "–", "–", "–", "–"]);
+	if (full) rows.push(["Bytecode (.xsb) of the whole firmware build", s?.missing ? `not measured: ${s.missing}` : s ? `${kb(s.totalBytes)} in ${s.projectModules + s.sdkModules} modules (SDK ${kb(s.sdkBytes)}); simulator mc.so ${kb(s.soBytes ?? 0)}` : "not measured", "–", "–", "–", "–"]);
 
 	// Fleet
 	const f = r.fleet;
@@ -362,7 +422,8 @@ function render(r: Results): string {
 	out.push("| Measure | (a) firmware on the simulator (XS) | (b) core on the Node host | (c) Microsoft's Node SDK | (a)/(c) | (b)/(c) |");
 	out.push("|---|---|---|---|---|---|");
 	for (const row of rows) out.push(`| ${row.map(c => c.replace(/\|/g, "\\|")).join(" | ")} |`);
-	const errors = [["firmware", r.xs], ["core", r.core], ["core, resumed", r.coreResumed], ["Microsoft", r.microsoft]] as const;
+	const errors = [["firmware", r.xs], ["core", r.core], ["core, resumed", r.coreResumed], ["Microsoft", r.microsoft],
+		["firmware, X.509", r.x509.xs], ["core, X.509", r.x509.core], ["Microsoft, X.509", r.x509.microsoft]] as const;
 	for (const [name, fig] of errors) if (fig.errors.length) out.push(`\nFailed ${name} runs: ${fig.errors.length} (${[...new Set(fig.errors)].join("; ")})`);
 	return out.join("\n");
 }
@@ -376,11 +437,13 @@ function ms(value: number | undefined): string {
 }
 
 function commandLine(o: Options): string {
-	if (o.quick) return "--quick" + (o.sim ? "" : " --no-sim") + (o.microsoft ? "" : " --no-microsoft");
+	if (o.quick) return "--quick" + (o.sim ? "" : " --no-sim") + (o.microsoft ? "" : " --no-microsoft") + (o.x509Only ? " --x509-only" : o.x509 ? "" : " --no-x509");
+	if (o.x509Only) return `--x509-only --runs ${o.runs}` + (o.sim ? "" : " --no-sim") + (o.microsoft ? "" : " --no-microsoft");
 	const parts = [`--runs ${o.runs}`, `--messages ${o.messages}`, `--window ${o.window}`, `--reconnects ${o.reconnects}`, `--fleet ${o.fleet}`, `--fleet-sims ${o.fleetSims}`, `--fleet-rate ${o.fleetRate}`, `--fleet-retry-after ${o.fleetRetryAfter}`];
 	if (o.web) parts.push(`--web ${o.web}`);
 	if (!o.sim) parts.push("--no-sim");
 	if (!o.microsoft) parts.push("--no-microsoft");
+	if (!o.x509) parts.push("--no-x509");
 	return parts.join(" ");
 }
 

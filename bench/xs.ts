@@ -10,6 +10,20 @@ import * as path from "node:path";
 import {buildFirmware, runFirmware, type FirmwareRun, type Sdk} from "../tools/sim-runner.js";
 import {Driver, type RunResult} from "./driver.js";
 import {REPO_ROOT, bounded, newRegistrationId, type EmulatorProcess} from "./lib.js";
+import type {X509Fleet} from "./x509.js";
+
+/**
+ * A fresh device's identity as Preference values: a new SAS enrollment, or with `x509` a new
+ * certificate from the benchmark's fleet CA, stored as the blobs a commissioned device holds in NVS.
+ */
+async function identity(emu: EmulatorProcess, prefix: string, x509: X509Fleet | undefined): Promise<Record<string, string | Uint8Array>> {
+	if (!x509) {
+		const registrationId = newRegistrationId(prefix);
+		return {registrationId, symmetricKey: await emu.addEnrollment(registrationId)};
+	}
+	const {registrationId, identity: id} = x509.issue(`${prefix}-x509`);
+	return {registrationId, x509Cert: new Uint8Array(id.certDer), x509Chain: new Uint8Array(id.chainDer), x509Key: new Uint8Array(id.keyDer)};
+}
 
 export const BENCH_MANIFEST = path.join(REPO_ROOT, "bench/fixtures/manifest.json");
 export const MEMORY_MANIFEST = path.join(REPO_ROOT, "bench/fixtures/manifest-memory.json");
@@ -56,14 +70,13 @@ export async function buildProductMemoryFirmware(sdk: Sdk, emu: EmulatorProcess,
  * phases for bench/memory.ts: boot ends when it starts to register, connect once the hub and the
  * twin are done (its reported properties acknowledged), steady after the messages.
  */
-export async function runProductMemoryOnce(o: {sdk: Sdk; soPath: string; emu: EmulatorProcess; messages: number; timeoutMs: number}): Promise<readonly string[]> {
-	const registrationId = newRegistrationId("bench-fw");
-	const symmetricKey = await o.emu.addEnrollment(registrationId);
+export async function runProductMemoryOnce(o: {sdk: Sdk; soPath: string; emu: EmulatorProcess; messages: number; timeoutMs: number; x509?: X509Fleet}): Promise<readonly string[]> {
+	const device = await identity(o.emu, "bench-fw", o.x509);
 	const lines: string[] = [];
 	let acked = 0;
 	const run: FirmwareRun = runFirmware({
 		sdk: o.sdk, soPath: o.soPath, fresh: true,
-		preferences: {registrationId, symmetricKey, intervalMs: 1000},
+		preferences: {...device, intervalMs: 1000},
 		onLine: line => {
 			lines.push(line);
 			const marker = (phase: string) => lines.push(JSON.stringify({event: "bench.phaseEnd", phase}));
@@ -153,6 +166,8 @@ export interface XsRunOptions {
 	onLine?: (line: string) => void;
 	/** The core's own log lines too (slower). */
 	log?: boolean;
+	/** Connect with an X.509 identity from this fleet instead of a symmetric key. */
+	x509?: X509Fleet;
 }
 
 /** The mcsim process of a run (a descendant in the run's process group). */
@@ -188,12 +203,11 @@ function cpuMs(pid: number | undefined): number | undefined {
 
 /** One boot of the benchmark firmware: a fresh device (new enrollment, empty storage). */
 export async function runXsOnce(o: XsRunOptions): Promise<RunResult & {lines: readonly string[]; connectCpuMs?: number}> {
-	const registrationId = newRegistrationId("bench-xs");
-	const symmetricKey = await o.emu.addEnrollment(registrationId);
+	const device = await identity(o.emu, "bench-xs", o.x509);
 	const driver = new Driver(o.emu);
 	const run: FirmwareRun = runFirmware({
 		sdk: o.sdk, soPath: o.soPath, fresh: true,
-		preferences: {registrationId, symmetricKey, benchMessages: o.messages, benchWindow: o.window, benchReconnects: o.reconnects, benchLog: o.log ? 1 : 0},
+		preferences: {...device, benchMessages: o.messages, benchWindow: o.window, benchReconnects: o.reconnects, benchLog: o.log ? 1 : 0},
 		onLine: o.onLine,
 	});
 	// The simulator's CPU time from the start of the scenario to connected: the part of the connect

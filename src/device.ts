@@ -17,7 +17,7 @@
 import {AzureIoTError, configError} from "./errors.js";
 import type {CloudMessage, HubClient, MethodRequest, MethodResponse, RefusedMessage, TelemetryOptions} from "./hub.js";
 import {checkModelId} from "./validate.js";
-import {checkSettings, publicSettings, SETTING_NAMES, type SettingName, type Settings} from "./settings.js";
+import {checkSettings, publicSettings, SETTING_NAMES, SETTINGS, type SettingName, type Settings} from "./settings.js";
 import {acknowledgementPatch, alreadyAcknowledged, reportedPatch, writableProperties, type Acknowledgement, type WritableProperty} from "./pnp.js";
 import {asError, Lifecycle, type DeviceState, type Identity} from "./device/lifecycle.js";
 import {ReportQueue} from "./device/reports.js";
@@ -307,8 +307,16 @@ export class Device {
 		try {
 			if (p.setupError) throw p.setupError;
 			settings = checkSettings(name => name in overrides ? overrides[name] : p.setting(name), p.settingLabels ?? "name");
-			if (settings.x509Cert && settings.x509Key)
-				identity = {clientCertificates: [settings.x509Cert, ...(settings.x509Chain ? splitDer(settings.x509Chain, "x509Chain") : [])], clientKey: settings.x509Key};
+			if (settings.x509Cert && settings.x509Key) {
+				const label = (name: SettingName) => p.settingLabels === "file" ? SETTINGS[name].file : name;
+				const chain = settings.x509Chain ? splitDer(settings.x509Chain, label("x509Chain")) : [];
+				identity = {
+					clientCertificates: [settings.x509Cert, ...chain],
+					clientKey: settings.x509Key,
+					// Certificate i of the list is x509Cert (0), then x509Chain's (1...).
+					fields: {certificates: chain.length ? `${label("x509Cert")}+${label("x509Chain")}` : label("x509Cert"), key: label("x509Key")},
+				};
+			}
 		}
 		catch (e) {
 			const error = asError(e);

@@ -254,7 +254,7 @@ export class ProvisioningClient {
 					await this._sleep(delay);
 					continue;
 				}
-				const error = httpError(reply, o.registrationId);
+				const error = httpError(reply, o.registrationId, o.clientCertificates !== undefined);
 				if (!error.retriable) throw error;
 				await retry(error, reply.retryAfter);
 			}
@@ -308,7 +308,7 @@ export class ProvisioningClient {
 					if (this._session === s) this._session = undefined;
 					if (!settled) {
 						settled = true;
-						reject(connectError(error));
+						reject(connectError(error, o.clientCertificates !== undefined));
 					}
 					else this._waiting?.reject(new AzureIoTError("network", `the DPS connection dropped: ${error.message}`, {retriable: true}));
 				},
@@ -431,10 +431,10 @@ function asRetriable(e: unknown): AzureIoTError {
 }
 
 /** How a failed connect is judged: bad credentials and certificates end the registration; the rest is retried. */
-function connectError(error: AzureIoTError): AzureIoTError {
+function connectError(error: AzureIoTError, x509: boolean): AzureIoTError {
 	if (error.code === "mqtt.connack") {
 		if (error.status === 4 || error.status === 5)
-			return new AzureIoTError("dps.unauthorized", `DPS refused the credentials (CONNACK ${error.status}). Check idScope, registrationId and the key (for a group enrollment, the key derived from the group key with npm run derive-key)`, {status: error.status});
+			return new AzureIoTError("dps.unauthorized", `DPS refused the credentials (CONNACK ${error.status}). ${x509 ? CHECK_CERTIFICATE : "Check idScope, registrationId and the key (for a group enrollment, the key derived from the group key with npm run derive-key)"}`, {status: error.status});
 		return new AzureIoTError("network", `DPS refused the connection (CONNACK ${error.status}); retrying`, {status: error.status, retriable: true});
 	}
 	if (error.code === "tls") return error;
@@ -452,7 +452,9 @@ function terminal(status: string, result: RegistrationResult | undefined, regist
 	return error;
 }
 
-function httpError(reply: Reply, registrationId: string): AzureIoTError {
+const CHECK_CERTIFICATE = "Check idScope and registrationId (the certificate's CN), and that DPS knows the certificate: an individual enrollment holding it (or its thumbprint), or a group whose CA is verified (proof of possession) and reached by the chain the device sends (leaf, then each intermediate up to that CA)";
+
+function httpError(reply: Reply, registrationId: string, x509: boolean): AzureIoTError {
 	const body = parseErrorBody(reply.body);
 	const said = body.message ? ` DPS said: ${body.message}` : "";
 	const code = body.errorCode !== undefined ? ` (errorCode ${body.errorCode})` : "";
@@ -463,7 +465,9 @@ function httpError(reply: Reply, registrationId: string): AzureIoTError {
 	case reply.status >= 500:
 		return new AzureIoTError("dps.rejected", `DPS had an internal error (${reply.status})${code}; retrying.${said}`, {...extra, retriable: true});
 	case reply.status === 401:
-		return new AzureIoTError("dps.unauthorized", `DPS refused ${registrationId} (401)${code}: the key does not match any enrollment. Check the id scope, the registration id and the key (group enrollments need the derived key).${said}`, extra);
+		return new AzureIoTError("dps.unauthorized", x509
+			? `DPS refused ${registrationId} (401)${code}: the certificate does not match any enrollment. ${CHECK_CERTIFICATE}.${said}`
+			: `DPS refused ${registrationId} (401)${code}: the key does not match any enrollment. Check the id scope, the registration id and the key (group enrollments need the derived key).${said}`, extra);
 	case reply.status === 403:
 		return new AzureIoTError("dps.forbidden", `DPS forbade the registration (403)${code}. Check that the enrollment is enabled and the DPS instance is linked to a hub.${said}`, extra);
 	case reply.status === 404:

@@ -196,6 +196,29 @@ test("failed and disabled registrations are terminal and carry the registration 
 	}
 });
 
+test("an operation status DPS does not define ends the registration at once (dps.badReply), in the 202 and in a poll reply: no polling on", async t => {
+	for (const when of ["register", "poll"] as const) {
+		const {host, factory, done, outcome} = setup();
+		const session = await connected(factory);
+		if (when === "poll") {
+			reply(session, 202, assigning, 1);
+			await host.advanceAsync(1000);
+			t.is(session.publishes.length, 2, "polled once");
+		}
+		const published = session.publishes.length;
+		reply(session, 202, {operationId: "op-1", status: "queued"}, 1);
+		// Ten virtual minutes: had it polled on, there would be more requests and, at the end, a dps.timeout.
+		await host.advanceAsync(600_000);
+		await done;
+		const error = outcome()!.error!;
+		t.is(error.code, "dps.badReply", when);
+		t.regex(error.message, /registration status "queued", which it does not define .*stopped rather than poll on/);
+		t.false(error.retriable);
+		t.is(session.publishes.length, published, `${when}: no further poll`);
+		t.is(factory.sessions.length, 1, `${when}: no new connection`);
+	}
+});
+
 test("malformed and truncated replies are retried with backoff, then reported as dps.badReply", async t => {
 	const {host, factory, done, outcome, client} = setup({maxRetries: 3});
 	const session = await connected(factory);

@@ -1,14 +1,20 @@
 /*
  * Microsoft's own Node device SDK with X.509 against the emulator: provisioning through an
- * individual enrollment and through an enrollment group (azure-iot-security-x509), then the hub with
- * the same certificate (connection string `x509=true`, `setOptions({cert, key})`), and what the SDK
- * reports when DPS or the hub refuses a certificate. Pointed at the emulator as in
+ * individual enrollment and through enrollment groups (azure-iot-security-x509) whose verified CA is
+ * the root (leaf + intermediate sent) or the intermediate (the leaf alone), then the hub with the
+ * same certificate (connection string `x509=true`, `setOptions({cert, key})`); what the SDK reports
+ * when DPS or the hub refuses a certificate (expired, untrusted, wrong CN, wrong thumbprint); and
+ * what it does with a key that is not the certificate's (Node's TLS refuses it before connecting). Pointed at the emulator as in
  * interop-microsoft.test.ts: the root is trusted through the transport's MqttBase and setOptions.
  * The SDK reads GatewayHostName only from SAS connection strings, so for `x509=true` the test builds
  * the X509AuthenticationProvider that Client.fromConnectionString builds, with the gateway host added.
  */
 import test from "ava";
+import {spawn} from "node:child_process";
+import * as fs from "node:fs";
 import {createRequire} from "node:module";
+import * as os from "node:os";
+import * as path from "node:path";
 import azureDevice from "azure-iot-device";
 import deviceMqtt from "azure-iot-device-mqtt";
 import provisioningDevice from "azure-iot-provisioning-device";
@@ -16,7 +22,8 @@ import provisioningMqtt from "azure-iot-provisioning-device-mqtt";
 import x509Security from "azure-iot-security-x509";
 import {type Emulator, startEmulator} from "../emulator/index.js";
 import {eventually, uniqueId} from "./helpers/emulator-client.js";
-import {type DeviceCredential, fleet} from "./helpers/x509.js";
+import {REPO_ROOT} from "../tools/sim-runner.js";
+import {type DeviceCredential, enrollFleet, fleet} from "./helpers/x509.js";
 
 const {Client, Message, X509AuthenticationProvider} = azureDevice;
 const {ProvisioningDeviceClient} = provisioningDevice;
@@ -47,12 +54,12 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
 	]);
 }
 
-async function provisionWithSdk(registrationId: string, credential: DeviceCredential) {
+async function provisionWithSdk(registrationId: string, credential: DeviceCredential, e: Emulator = emu) {
 	const base = new MqttBase();
-	base.setOptions({ca: emu.caPem});
+	base.setOptions({ca: e.caPem});
 	const transport = new provisioningMqtt.Mqtt(base as never);
 	const security = new X509Security(registrationId, {cert: credential.chainPem, key: credential.keyPem});
-	const client = ProvisioningDeviceClient.create(`localhost:${emu.port}`, emu.idScope, transport, security as never);
+	const client = ProvisioningDeviceClient.create(`localhost:${e.port}`, e.idScope, transport, security as never);
 	try {
 		return await within(client.register() as Promise<provisioningDevice.RegistrationResult>, 30_000, "provisioning");
 	}
@@ -61,13 +68,13 @@ async function provisionWithSdk(registrationId: string, credential: DeviceCreden
 	}
 }
 
-async function openHubClient(t: {teardown(fn: () => unknown): void}, deviceId: string, credential: DeviceCredential) {
-	// What `HostName=${emu.hubName};DeviceId=${deviceId};x509=true` gives, plus where to connect.
-	const provider = new X509AuthenticationProvider({host: emu.hubName, deviceId, gatewayHostName: `localhost:${emu.port}`} as never);
+async function openHubClient(t: {teardown(fn: () => unknown): void}, deviceId: string, credential: DeviceCredential, e: Emulator = emu) {
+	// What `HostName=${e.hubName};DeviceId=${deviceId};x509=true` gives, plus where to connect.
+	const provider = new X509AuthenticationProvider({host: e.hubName, deviceId, gatewayHostName: `localhost:${e.port}`} as never);
 	const client = Client.fromAuthenticationProvider(provider, deviceMqtt.Mqtt);
 	client.on("error", () => {});
 	t.teardown(() => within(client.close().then(() => undefined), 10_000, "close").catch(() => undefined));
-	await client.setOptions({ca: emu.caPem, cert: credential.chainPem, key: credential.keyPem} as never);
+	await client.setOptions({ca: e.caPem, cert: credential.chainPem, key: credential.keyPem} as never);
 	await within(client.open(), 15_000, "hub open");
 	return client;
 }
@@ -110,6 +117,60 @@ test("Microsoft's SDK provisions through an X.509 enrollment group (leaf and int
 	t.is(emu.telemetry(registrationId)[0].body, "from a CA-signed device");
 	const twin = await within(client.getTwin(), 10_000, "getTwin");
 	t.deepEqual(twin.properties.reported.$version, 1);
+});
+
+test("Microsoft's SDK provisions through a group whose verified CA is the intermediate, sending the leaf alone, then uses the hub", async t => {
+	const e = await startEmulator();
+	t.teardown(() => e.close());
+	enrollFleet(e, "intermediate", "fleet-intermediate");
+	const registrationId = uniqueId("ms-x509-int");
+	const credential = fleet.leaf(registrationId, {leafOnly: true});
+	t.like(await provisionWithSdk(registrationId, credential, e), {registrationId, deviceId: registrationId, status: "assigned"});
+	t.like(e.devices().find(d => d.deviceId === registrationId), {authentication: "certificateAuthority", enrollmentGroupId: "fleet-intermediate"});
+	const client = await openHubClient(t, registrationId, credential, e);
+	await within(client.sendEvent(new Message("leaf only")), 10_000, "sendEvent");
+	t.is(e.telemetry(registrationId)[0].body, "leaf only");
+	const twin = await within(client.getTwin(), 10_000, "getTwin");
+	t.is(twin.properties.desired.$version, 1);
+});
+
+test.serial("Microsoft's SDK with a key that is not the certificate's: provisioning rejects before connecting; the hub client's open() throws it uncaught; neither service sees a connection", async t => {
+	const registrationId = uniqueId("ms-x509-key");
+	const credential = {...fleet.leaf(registrationId), keyPem: fleet.other.keyPem};
+	const before = emu.stats().connects + emu.stats().refusedConnects;
+	const dpsError = await t.throwsAsync(provisionWithSdk(registrationId, credential));
+	t.regex(dpsError!.message, /key values mismatch/);
+
+	// The hub client in a child process: the SDK's mqtt client builds the TLS stream where the throw escapes every callback.
+	emu.addDevice({deviceId: registrationId, authentication: {type: "certificateAuthority"}});
+	const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ms-x509-key-"));
+	t.teardown(() => fs.rmSync(dir, {recursive: true, force: true}));
+	const input = path.join(dir, "input.json");
+	fs.writeFileSync(input, JSON.stringify({hub: emu.hubName, gateway: `localhost:${emu.port}`, ca: emu.caPem, deviceId: registrationId, cert: credential.chainPem, key: credential.keyPem}), {mode: 0o600});
+	const script = path.join(dir, "open.cjs");
+	fs.writeFileSync(script, `
+		const input = JSON.parse(require("fs").readFileSync(process.argv[2], "utf8"));
+		const {Client, X509AuthenticationProvider} = require("azure-iot-device");
+		const {Mqtt} = require("azure-iot-device-mqtt");
+		const client = Client.fromAuthenticationProvider(new X509AuthenticationProvider({host: input.hub, deviceId: input.deviceId, gatewayHostName: input.gateway}), Mqtt);
+		client.on("error", e => console.log("error event: " + e.message));
+		client.setOptions({ca: input.ca, cert: input.cert, key: input.key})
+			.then(() => client.open())
+			.then(() => console.log("opened"), e => console.log("rejected: " + e.message));
+		setTimeout(() => process.exit(3), 15000);
+	`);
+	const child = await new Promise<{code: number | null; output: string}>(resolve => {
+		const p = spawn(process.execPath, [script, input], {cwd: REPO_ROOT, env: {...process.env, NODE_PATH: path.join(REPO_ROOT, "node_modules")}, stdio: ["ignore", "pipe", "pipe"]});
+		let output = "";
+		p.stdout.on("data", d => { output += d; });
+		p.stderr.on("data", d => { output += d; });
+		p.on("close", code => resolve({code, output}));
+	});
+	t.is(child.code, 1, "the process died of the uncaught exception");
+	t.regex(child.output, /key values mismatch/);
+	t.notRegex(child.output, /opened|rejected|error event/, "neither open()'s promise nor the error event told the application");
+	t.is(emu.stats().connects + emu.stats().refusedConnects, before, "neither DPS nor the hub saw a connection");
+	t.false(registrationId in emu.stats().devices);
 });
 
 test("Microsoft's SDK provisions and connects with an EC P-256 device certificate (the emulator takes ECC, as Azure does)", async t => {

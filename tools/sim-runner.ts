@@ -260,8 +260,9 @@ export interface RunOptions {
 	/**
 	 * Preference values (domain "azure") written before the start. src/main.ts lets them win over
 	 * the build settings, so one build can be pointed at another port or id scope without rebuilding.
+	 * Bytes (X.509 certificates and keys) are stored as blobs, as NVS holds them on the ESP32.
 	 */
-	preferences?: Record<string, string | number>;
+	preferences?: Record<string, string | number | Uint8Array>;
 	/** Every stdout/stderr line of the simulator as it comes. */
 	onLine?: (line: string) => void;
 	sdk?: Sdk;
@@ -326,7 +327,8 @@ export function runFirmware(options: RunOptions): FirmwareRun {
 		prefs.azure = {...prefs.azure};
 		for (const [key, value] of Object.entries(options.preferences)) {
 			if (key.length > 15) throw new Error(`preference ${key}: at most 15 characters (ESP32 NVS)`);
-			prefs.azure[key] = String(value);
+			// The simulator's Preference keeps a buffer as {"buffer": "b0,b1,..."} (modules/files/preference/lin/preference.js).
+			prefs.azure[key] = value instanceof Uint8Array ? {buffer: Array.from(value).join(",")} : String(value);
 		}
 		fs.writeFileSync(prefsFile, JSON.stringify(prefs), {mode: 0o600});
 	}

@@ -9,6 +9,7 @@ import {AzureIoTError} from "../errors.js";
 import {ProvisioningClient, type RegistrationResult} from "../dps.js";
 import {HubClient, type HubOptions} from "../hub.js";
 import type {Settings} from "../settings.js";
+import {checkClientIdentity} from "../x509.js";
 import {clearAssignment, loadAssignment, nextBootCount, saveAssignment, type Assignment} from "./assignment.js";
 import type {DeviceEvent, Platform} from "./platform.js";
 
@@ -36,10 +37,12 @@ export interface LifecycleHooks {
 	error(error: AzureIoTError): void;
 }
 
-/** The X.509 identity, checked. */
+/** The X.509 identity: read from the settings, checked against the clock (checkClientIdentity) before each registration. */
 export interface Identity {
 	clientCertificates: readonly Uint8Array[];
 	clientKey: Uint8Array;
+	/** How errors name the certificates and the key (the settings' names or device.json fields). */
+	fields?: {certificates: string; key: string};
 }
 
 // State is in TypeScript-private properties, not #private names: XS copies every outer name a
@@ -59,6 +62,8 @@ export class Lifecycle {
 	private _lastReprovision = -Infinity;
 	private _stopped = false;
 	private _provisioning = false;
+	/** When the checked X.509 chain is valid (notBefore, notAfter): registrations outside it are checked again. */
+	private _identityValid: [number, number] = [Infinity, -Infinity];
 	bootCount = 0;
 
 	constructor(platform: Platform, settings: Settings, identity: Identity | undefined, modelId: string | undefined, features: HubFeatures, hooks: LifecycleHooks) {
@@ -96,6 +101,8 @@ export class Lifecycle {
 			if (this._adapter.now() < CLOCK_VALID_AFTER)
 				throw new AzureIoTError("config", "clock: the time is not set, so certificates and SAS tokens cannot be checked. Let SNTP reach a time server (the firmware syncs before any TLS)");
 			this._emit({event: "time.synced", time: new Date(this._adapter.now()).toISOString()});
+			// Only now can validity be judged; a bad identity is a setting to fix, never a connection to try.
+			this._checkIdentity();
 		}
 		catch (e) {
 			const error = asError(e);
@@ -141,6 +148,18 @@ export class Lifecycle {
 		this._provisioning = true;
 		this._lastReprovision = this._adapter.now();
 		const s = this.#settings;
+		const now = this._adapter.now();
+		if (this.#identity && (now > this._identityValid[1] || now < this._identityValid[0])) {
+			// The certificate expired while the device ran (or the clock moved): check it again, for the message.
+			try {
+				this._checkIdentity();
+			}
+			catch (e) {
+				this._provisioning = false;
+				this._fail(asError(e));
+				return;
+			}
+		}
 		this._hooks.state("provisioning", {});
 		this._emit({event: "dps.registering", registrationId: s.registrationId, idScope: s.idScope});
 		let result: RegistrationResult;
@@ -163,7 +182,7 @@ export class Lifecycle {
 			if (this._stopped) return;
 			const error = asError(e);
 			const detail = (error as AzureIoTError & {result?: RegistrationResult}).result;
-			this._emit({event: "dps.failed", code: error.code, message: error.message, status: detail?.status, errorCode: detail?.errorCode});
+			this._emit({event: "dps.failed", code: error.code, message: error.message, status: detail?.status ?? error.status, errorCode: detail?.errorCode});
 			if (detail) this._printResult(detail);
 			const transient = error.retriable || error.code === "dps.timeout" || error.code === "network" || error.code === "dps.badReply";
 			const delay = transient ? RETRY_AFTER_TRANSIENT_MS : RETRY_AFTER_TERMINAL_MS;
@@ -254,6 +273,39 @@ export class Lifecycle {
 			// for anything else the client keeps retrying with backoff on its own.
 			if (error.code !== "hub.unauthorized" && error.code !== "hub.closed") this._report(error);
 		});
+	}
+
+	/**
+	 * Checks the X.509 identity as the device will present it (src/x509.ts): expired or not yet
+	 * valid, a key that is not the certificate's, an ECC key, a CN that is not the registration id.
+	 * Throws the config error; says what it will present when it passes.
+	 */
+	private _checkIdentity(): void {
+		const identity = this.#identity;
+		if (!identity) return;
+		const checked = checkClientIdentity({
+			certificates: identity.clientCertificates,
+			key: identity.clientKey,
+			now: this._adapter.now(),
+			registrationId: this.#settings.registrationId,
+			fields: identity.fields,
+		});
+		this._identityValid = [checked.notBefore, checked.notAfter];
+		this._emit({
+			event: "x509.identity", commonName: checked.commonName, certificates: checked.certificates.length,
+			issuer: checked.leaf.issuerCN, notAfter: new Date(checked.notAfter).toISOString(), keyBits: checked.keyBits,
+		});
+	}
+
+	/** A setting no retry can fix: said once, then the device idles (state "failed") with nothing open. */
+	private _fail(error: AzureIoTError): void {
+		this._report(error);
+		this._stopped = true;
+		this._adapter.clearTimer(this._retryTimer);
+		const hub = this._hub;
+		this._hub = undefined;
+		hub?.close().catch(() => undefined);
+		this._hooks.state("failed", {error});
 	}
 
 	/** Runs DPS again in the background; on the device an unhandled rejection would abort the VM. */

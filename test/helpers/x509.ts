@@ -208,3 +208,29 @@ export const fleet = {
 		return issue({cn: code, keyPem: stored().rsaLeafKey, issuer: ca, notBefore: new Date(now - DAY), notAfter: new Date(now + 30 * DAY)});
 	},
 };
+
+/** The certificate, the intermediates after it and the key as the device's settings take them: DER (x509Cert, x509Chain, x509Key). */
+export function deviceSettings(credential: DeviceCredential, options: {keyPem?: string} = {}): {x509Cert: Uint8Array; x509Chain?: Uint8Array; x509Key: Uint8Array} {
+	const certs = credential.chainPem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
+	const der = certs.map(pem => new Uint8Array(new crypto.X509Certificate(pem).raw));
+	const key = new Uint8Array(crypto.createPrivateKey(options.keyPem ?? credential.keyPem).export({type: "pkcs8", format: "der"}));
+	const chain = der.slice(1);
+	return {
+		x509Cert: der[0],
+		...(chain.length ? {x509Chain: new Uint8Array(Buffer.concat(chain))} : {}),
+		x509Key: key,
+	};
+}
+
+/**
+ * An emulator set up as a fleet's Azure would be: the fleet root uploaded to DPS and the hub and
+ * verified by proof of possession, a group on it; optionally the intermediate too, with a group of
+ * its own (devices that send the leaf alone).
+ */
+export function enrollFleet(emu: {addCertificate(c: {name: string; pem: string; target: "both"}): unknown; certificateVerificationCode(name: string): {verificationCode: string}; verifyCertificate(name: string, pem: string): unknown; addEnrollmentGroup(g: {groupId: string; attestation: {type: "x509"; caName: string}}): unknown}, ca: "root" | "intermediate", groupId: string): void {
+	const credential = ca === "root" ? fleet.root : fleet.intermediate;
+	const name = `fleet-${ca}-ca`;
+	emu.addCertificate({name, pem: credential.certPem, target: "both"});
+	emu.verifyCertificate(name, fleet.verificationCertificate(credential, emu.certificateVerificationCode(name).verificationCode));
+	emu.addEnrollmentGroup({groupId, attestation: {type: "x509", caName: name}});
+}
