@@ -29,7 +29,7 @@ function bench(args: string[], timeoutMs: number): Promise<{code: number | null;
 const ROWS = [
 	"Connect: start → hub CONNACK", "Connect: start → ready", "Reconnect: drop → hub CONNACK", "TLS session resumed",
 	"Throughput: acknowledged QoS 1 telemetry", "XS peak memory, TLS + DPS + hub connect", "Bytecode (.xsb) of the project's own modules",
-	"Bytecode (.xsb) of the whole firmware build", "Fleet: provisioning at once", "Fleet: DPS requests",
+	"Bytecode (.xsb) of the whole firmware build", "Fleet: provisioning at once", "Fleet: DPS requests", "X.509 connect (group enrollment", "X.509 connect against SAS",
 ];
 
 test.serial("bench --quick --no-sim: the Node host and Microsoft's SDK measured, the firmware rows say why not", async t => {
