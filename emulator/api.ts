@@ -81,6 +81,7 @@ export function startApi(emulator: Emulator, options: {port: number; host: strin
 			return [204, undefined];
 		}],
 		["GET", /^\/devices\/([^/]+)\/telemetry$/, ([id]) => [200, emulator.telemetry(id)]],
+		["GET", /^\/devices\/([^/]+)\/connections$/, ([id]) => [200, emulator.connections(id)]],
 		["POST", /^\/devices\/([^/]+)\/c2d$/, ([id], body) => [202, emulator.sendC2d(id, object(body) as never)]],
 		["GET", /^\/devices\/([^/]+)\/c2d$/, ([id]) => [200, {queued: emulator.c2dQueue(id)}]],
 		["GET", /^\/devices\/([^/]+)\/twin$/, ([id]) => [200, emulator.twin(id)]],
@@ -92,15 +93,17 @@ export function startApi(emulator: Emulator, options: {port: number; host: strin
 			return [200, await emulator.invokeMethod(id, name, b.payload, timeout)];
 		}],
 		["POST", /^\/faults$/, (_p, body) => {
+			let sent;
 			try {
-				emulator.addFault(object(body) as never);
+				sent = emulator.addFault(object(body) as never);
 			}
 			catch (error) {
 				if (error instanceof EmulatorHttpError) throw error;
 				throw new EmulatorHttpError(400, (error as Error).message);
 			}
-			return [201, {faults: emulator.faults()}];
+			return [201, sent ? {faults: emulator.faults(), sent} : {faults: emulator.faults()}];
 		}],
+		["GET", /^\/faults\/sent$/, () => [200, emulator.sent()]],
 		["GET", /^\/faults$/, () => [200, emulator.faults()]],
 		["DELETE", /^\/faults$/, () => {
 			emulator.clearFaults();

@@ -17,10 +17,11 @@ import {AduService, type DeployRequest, type ImportedUpdate} from "./adu/service
 import type {ImportRequest, UpdateId} from "./adu/update.js";
 import type {Context, Settings} from "./context.js";
 import {DpsService, checkDpsConnect, dpsSubscriptionAllowed, isDpsUsername, parseDpsRequest} from "./dps.js";
-import {type Fault, FaultSet, validateFault} from "./faults.js";
+import {type AnyFault, type Fault, FaultSet, isHostile, validateFault} from "./faults.js";
+import {HostileHub, type HostileFault, type SentView} from "./hostile.js";
 import {HubService, MAX_SUBSCRIPTIONS, checkHubConnect, faultTarget, hubSubscriptionAllowed, parseHubRequest, twinView} from "./hub.js";
 import {SERVER_CIPHERS, type TlsProfile, TLS_PROFILES, leafHosts, loadPki} from "./pki.js";
-import {type DeviceView, EmulatorHttpError, type Stats, type TelemetryRecord, Registry, deviceStats, isRegistrationId, newStats, registrationKey} from "./registry.js";
+import {type ConnectionRecord, type DeviceView, EmulatorHttpError, type Stats, type TelemetryRecord, Registry, deviceStats, isRegistrationId, newStats, registrationKey} from "./registry.js";
 import {isBase64Key, newSymmetricKey} from "./sas.js";
 import {noteSecret} from "./secret-log.js";
 import {type ServiceKind, Session} from "./session.js";
@@ -29,7 +30,7 @@ import {type CertificateInput, type CertificateTarget, type DeviceAuthentication
 import {type CertificateView, presentedChain} from "./x509.js";
 
 export {EmulatorHttpError, validateFault};
-export type {CertificateInput, CertificateTarget, CertificateView, DeviceAuthenticationView, DeviceInput, DeviceView, Fault, Stats, TelemetryRecord, TlsProfile, X509EnrollmentGroupInput, X509EnrollmentInput};
+export type {AnyFault, CertificateInput, CertificateTarget, CertificateView, ConnectionRecord, DeviceAuthenticationView, DeviceInput, DeviceView, Fault, HostileFault, SentView, Stats, TelemetryRecord, TlsProfile, X509EnrollmentGroupInput, X509EnrollmentInput};
 export type {AduPublicKey, DeployRequest, DeploymentView, DeviceDeploymentState, DeviceDeploymentView, DeviceReport, FileUrlScheme, ImportRequest, ImportedUpdate, UpdateId};
 
 export interface EmulatorOptions {
@@ -95,7 +96,12 @@ export interface Emulator {
 	twin(deviceId: string): {desired: object; reported: object};
 	patchDesired(deviceId: string, patch: object): {version: number};
 	invokeMethod(deviceId: string, name: string, payload: unknown, timeoutSeconds?: number): Promise<{status: number; payload: unknown}>;
-	addFault(f: Fault): void;
+	/** Arms a fault; a hostile send (`send.*`) is made at once instead, and its record returned. */
+	addFault(f: AnyFault): SentView | undefined;
+	/** What the hostile sends did (also GET /faults/sent), for one device or all. */
+	sent(deviceId?: string): SentView[];
+	/** A device's hub connections, oldest first, with who ended each (also GET /devices/{id}/connections). */
+	connections(deviceId: string): ConnectionRecord[];
 	clearFaults(): void;
 	/** The active faults (beyond the contract; also GET /faults). */
 	faults(): Fault[];
@@ -152,6 +158,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 	const ctx: Context = {settings, registry, faults, stats, log};
 	const dps = new DpsService(ctx);
 	const hub = new HubService(ctx);
+	const hostile = new HostileHub(ctx, hub);
 	const adu = await AduService.start({
 		keys: aduKeys, registry, hub, faults, identity, bindHost, log,
 		// Devices reach the file server under the host name they reach the hub by.
@@ -169,6 +176,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 	const disconnect = (session: Session, why: string): Error => {
 		log(`${session.kind} ${session.id}: ${why}: closing the connection`);
 		stats.serverDisconnects++;
+		session.closeReason ??= why;
 		return new Error(why);
 	};
 
@@ -360,7 +368,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 	const dropAll = () => {
 		for (const session of live) {
 			stats.serverDisconnects++;
-			session.close();
+			session.close("dropped (POST /faults/drop, a down fault or the emulator closing)");
 		}
 		for (const socket of sockets) socket.destroy();
 	};
@@ -437,7 +445,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 			hub.abandonMethods(device, 404, `Device "${deviceId}" was deleted.`);
 			if (device.session && !device.session.closed) {
 				stats.serverDisconnects++;
-				device.session.close();
+				device.session.close("device deleted");
 			}
 			log(`service: device ${deviceId} deleted`);
 		},
@@ -463,15 +471,24 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 			return hub.invokeMethod(deviceId, name, payload, timeoutSeconds);
 		},
 		addFault(f) {
-			const fault = validateFault(f);
+			const checked = validateFault(f);
+			if (isHostile(checked)) return hostile.send(checked);
+			const fault: Fault = checked;
 			if (fault.kind === "down") {
 				// Not a per-request fault: the whole service is unreachable for a while.
 				downUntil = Date.now() + fault.ms;
 				log(`service: down for ${fault.ms} ms`);
 				dropAll();
-				return;
+				return undefined;
 			}
 			faults.add(fault);
+			return undefined;
+		},
+		sent(deviceId) {
+			return hostile.sent(deviceId);
+		},
+		connections(deviceId) {
+			return structuredClone(registry.device(deviceId).connections);
 		},
 		clearFaults() {
 			faults.clear();

@@ -21,6 +21,16 @@ export interface Twin {
 	reported: Record<string, unknown>;
 }
 
+/** A twin document or desired patch the device did not take: larger than maxTwinBytes, skipped unread. */
+export interface TwinRefusal {
+	/** "desired": a desired-properties patch; "document": the twin read after a connect. */
+	readonly kind: "desired" | "document";
+	readonly size: number;
+	readonly limit: number;
+	/** The patch's desired $version, when the topic gave it. */
+	readonly version?: number;
+}
+
 /** What comes with a desired document handed to the application. */
 export interface DesiredInfo {
 	/** The whole desired document (the read after a connect), not a patch. */
@@ -51,6 +61,8 @@ export interface TwinHooks {
 	onDesired?: (patch: Record<string, unknown>, version: number, info: DesiredInfo) => void;
 	/** Problems that do not end the connection. */
 	error(error: AzureIoTError): void;
+	/** A twin document or desired patch over the limit (the error says so in words). */
+	refused(refusal: TwinRefusal, error: AzureIoTError): void;
 	/** The per-connect read finished (or failed and was reported): the client counts as open. */
 	readDone(): void;
 	scrub(text: string): string;
@@ -120,9 +132,13 @@ export class TwinFeature {
 		this._ops.delete(rid);
 		this._adapter.clearTimer(op.timer);
 		if (message.dropped) {
-			op.reject(new AzureIoTError("hub.tooLarge",
-				`The twin reply (${message.size} bytes) is larger than this device takes (maxTwinBytes ${this._hooks.maxTwinBytes}); it was not read. Keep the twin's properties smaller, or raise maxTwinBytes if the heap allows`,
-				{status}));
+			const size = message.size ?? 0;
+			const error = new AzureIoTError("hub.tooLarge",
+				`The twin document (${size} bytes) is larger than this device takes (maxTwinBytes ${this._hooks.maxTwinBytes}); it was not read, and the device keeps the desired values it has. Keep the twin's properties smaller, or raise maxTwinBytes if the heap allows`,
+				{status});
+			// The read after a connect is the device's own: its refusal is reported here, once.
+			if (!op.retry) this._hooks.refused(Object.freeze({kind: "document" as const, size, limit: this._hooks.maxTwinBytes}), error);
+			op.reject(error);
 			return;
 		}
 		if (status >= 300 || status < 200) {
@@ -138,8 +154,12 @@ export class TwinFeature {
 	/** A desired-properties update. */
 	onDesiredPatch(topicVersion: number | undefined, message: MqttMessage): void {
 		if (message.dropped) {
-			this._hooks.error(new AzureIoTError("hub.tooLarge",
-				`Ignored a desired-properties update of ${message.size} bytes${topicVersion !== undefined ? ` (version ${topicVersion})` : ""}: larger than this device takes (maxTwinBytes ${this._hooks.maxTwinBytes}). The device keeps the desired values it has. Send smaller patches, or raise maxTwinBytes if the heap allows`,
+			const size = message.size ?? 0;
+			const refusal: TwinRefusal = topicVersion !== undefined
+				? {kind: "desired", size, limit: this._hooks.maxTwinBytes, version: topicVersion}
+				: {kind: "desired", size, limit: this._hooks.maxTwinBytes};
+			this._hooks.refused(Object.freeze(refusal), new AzureIoTError("hub.tooLarge",
+				`Ignored a desired-properties update of ${size} bytes${topicVersion !== undefined ? ` (version ${topicVersion})` : ""}: larger than this device takes (maxTwinBytes ${this._hooks.maxTwinBytes}). The device keeps the desired values it has. Send smaller patches, or raise maxTwinBytes if the heap allows`,
 				{retriable: false}));
 			return;
 		}
@@ -219,7 +239,7 @@ export class TwinFeature {
 				this._hooks.readDone();
 			}, (error: AzureIoTError) => {
 				if (!connection.isReady(gen)) return; // the next connection reads again
-				this._hooks.error(error);
+				if (error.code !== "hub.tooLarge") this._hooks.error(error); // a refusal was reported as such
 				this._hooks.readDone();
 				// A twin too large to read stays so until someone shrinks it: no retry loop, the next connection reads again.
 				if (!connection.isReady(gen) || error.code === "hub.tooLarge") return;
