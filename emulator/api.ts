@@ -84,6 +84,7 @@ export function startApi(emulator: Emulator, options: {port: number; host: strin
 		["GET", /^\/devices\/([^/]+)\/connections$/, ([id]) => [200, emulator.connections(id)]],
 		["POST", /^\/devices\/([^/]+)\/c2d$/, ([id], body) => [202, emulator.sendC2d(id, object(body) as never)]],
 		["GET", /^\/devices\/([^/]+)\/c2d$/, ([id]) => [200, {queued: emulator.c2dQueue(id)}]],
+		["DELETE", /^\/devices\/([^/]+)\/c2d$/, ([id]) => [200, emulator.purgeC2d(id)]],
 		["GET", /^\/devices\/([^/]+)\/twin$/, ([id]) => [200, emulator.twin(id)]],
 		["PATCH", /^\/devices\/([^/]+)\/twin\/desired$/, ([id], body) => [200, emulator.patchDesired(id, object(body))]],
 		["POST", /^\/devices\/([^/]+)\/methods\/([^/]+)$/, async ([id, name], body) => {

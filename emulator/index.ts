@@ -93,6 +93,8 @@ export interface Emulator {
 	telemetry(deviceId: string): TelemetryRecord[];
 	sendC2d(deviceId: string, m: {body: string; properties?: Record<string, string>; messageId?: string}): {messageId: string};
 	c2dQueue(deviceId: string): number;
+	/** Drops a device's queued cloud-to-device messages (az iot device c2d-message purge); returns how many. */
+	purgeC2d(deviceId: string): {totalMessagesPurged: number};
 	twin(deviceId: string): {desired: object; reported: object};
 	patchDesired(deviceId: string, patch: object): {version: number};
 	invokeMethod(deviceId: string, name: string, payload: unknown, timeoutSeconds?: number): Promise<{status: number; payload: unknown}>;
@@ -460,6 +462,13 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 		},
 		c2dQueue(deviceId) {
 			return registry.device(deviceId).c2d.length;
+		},
+		purgeC2d(deviceId) {
+			const device = registry.device(deviceId);
+			const totalMessagesPurged = device.c2d.length;
+			device.c2d = [];
+			log(`service: ${totalMessagesPurged} cloud-to-device message(s) of ${deviceId} purged`);
+			return {totalMessagesPurged};
 		},
 		twin(deviceId) {
 			return twinView(registry.device(deviceId));

@@ -42,7 +42,7 @@ export interface DesiredInfo {
 interface TwinReply {
 	status: number;
 	version?: number;
-	body: Uint8Array;
+	payload: Uint8Array;
 }
 
 interface TwinOp {
@@ -148,7 +148,8 @@ export class TwinFeature {
 				{status, retriable: status === 429 || status >= 500}));
 			return;
 		}
-		op.resolve({status, version, body: message.payload});
+		op.resolve({status, version, payload: message.payload});
+		message.payload = NO_BYTES;
 	}
 
 	/** A desired-properties update. */
@@ -165,7 +166,7 @@ export class TwinFeature {
 		}
 		let patch: unknown;
 		try {
-			patch = JSON.parse(utf8Decode(message.payload));
+			patch = JSON.parse(takeText(message));
 		}
 		catch {
 			patch = undefined;
@@ -255,7 +256,7 @@ export class TwinFeature {
 function parseTwin(reply: TwinReply): Twin {
 	let doc: unknown;
 	try {
-		doc = JSON.parse(utf8Decode(reply.body));
+		doc = JSON.parse(takeText(reply));
 	}
 	catch {
 		doc = undefined;
@@ -263,6 +264,19 @@ function parseTwin(reply: TwinReply): Twin {
 	if (!isRecord(doc) || !isRecord(doc.desired) || !isRecord(doc.reported))
 		throw new AzureIoTError("hub.badReply", "The twin document from the hub is not JSON of the form {\"desired\":{…},\"reported\":{…}}", {retriable: true});
 	return {desired: doc.desired, reported: doc.reported};
+}
+
+const NO_BYTES = new Uint8Array(0);
+
+/**
+ * The payload as text, taken out of its holder: once decoded the bytes are garbage, so that a
+ * JSON.parse after it holds the text and what it makes, not the bytes as well (on the device the
+ * three at once were what ran out of memory first; bench/limits.ts).
+ */
+export function takeText(holder: {payload: Uint8Array}): string {
+	const bytes = holder.payload;
+	holder.payload = NO_BYTES;
+	return utf8Decode(bytes);
 }
 
 export function isRecord(value: unknown): value is Record<string, unknown> {

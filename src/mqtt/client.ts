@@ -21,6 +21,7 @@ import type {ServerPacket} from "./codec.js";
 import type {MqttClientOptions, MqttMessage, MqttSession, PublishOptions, QoS, Subscription} from "./types.js";
 
 const TLS = 0, CONNACK = 1, OPEN = 2, CLOSED = 3;
+const NO_BYTES = new Uint8Array(0);
 
 /** Payloads above this are written after their header rather than copied into one packet. */
 const COPY_LIMIT = 1024;
@@ -460,6 +461,8 @@ export class MqttClient implements MqttSession {
 			return;
 		case "publish": {
 			const message: MqttMessage = {topic: packet.topic, payload: packet.payload, qos: packet.qos, retain: packet.retain, dup: packet.dup};
+			// The message holds the only reference, so a handler that has read the payload can let it go (takeText).
+			packet.payload = NO_BYTES;
 			if (packet.dropped) {
 				message.dropped = true;
 				message.size = packet.size;
