@@ -32,7 +32,8 @@ const SIZES: Record<ProbeKind, number[]> = {
 	method: [2048, 4096, 8192, 12288, 16384, 18432, 20480, 24576, 32768, 49152, 65536, 98304, 131072],
 	desired: [2048, 4096, 8192, 12288, 16384, 18432, 20480, 24576, 28672, 32000],
 };
-const QUICK_SIZES: Record<ProbeKind, number[]> = {c2d: [4096, 65536], method: [4096, 131072], desired: [4096, 32000]};
+/** --quick: one size each, and one that aborts (so that the reboot after it is exercised too). */
+const QUICK_SIZES: Record<ProbeKind, number[]> = {c2d: [8192, 65536], method: [8192], desired: [8192]};
 
 export interface Probe {
 	bytes: number;

@@ -1,12 +1,13 @@
 /*
  * npm run bench -- [--runs N] [--messages N] [--window N] [--reconnects N] [--fleet N] [--fleet-sims K]
- *                  [--fleet-rate R] [--fleet-retry-after S] [--quick] [--no-sim] [--no-microsoft]
+ *                  [--fleet-rate R] [--fleet-retry-after S] [--quick] [--no-sim] [--no-microsoft] [--no-limits]
  *                  [--json FILE] [--update FILE]
  *
  * One table, measured in one run against one local emulator (its own process, settings printed):
  * connect, reconnect and throughput for (a) the firmware on the Moddable simulator, (b) the core on
  * the Node host, (c) Microsoft's Node SDK; XS memory from an instrumented build; bytecode size; a
- * fleet provisioning at once against a throttling DPS. Each figure is a median over the runs with
+ * fleet provisioning at once against a throttling DPS; the largest incoming message the ESP32-sized
+ * firmware takes and the heap around a burst (bench/limits.ts). Each figure is a median over the runs with
  * its range. Runs of the three clients are interleaved so that a change in the machine's load
  * falls on all of them. What cannot be measured here (no Moddable SDK, no Microsoft SDK) is
  * reported as not measured, with the reason. The table goes to stdout (markdown); progress to stderr.
@@ -23,6 +24,7 @@ import {runFleet, type FleetResult} from "./fleet.js";
 import {ESP32_SDK_DEFAULT, SLOT_BYTES_32, SLOT_BYTES_64, largestOf, parseMemory, worstOf, type MemoryReport, type PhaseMemory} from "./memory.js";
 import {loadMicrosoftSdk, runMicrosoftOnce} from "./microsoft.js";
 import {measureSize, type SizeReport} from "./size.js";
+import {limitsRows, runLimits, type LimitsResult} from "./limits.js";
 import {REPO_ROOT, formatSummary, ratio, startEmulatorProcess, summarize, type EmulatorProcess, type Summary} from "./lib.js";
 import {buildBenchFirmware, buildMemoryFirmware, buildProductFirmware, buildProductMemoryFirmware, runProductMemoryOnce, runXsOnce, type XsBuild} from "./xs.js";
 
@@ -47,13 +49,14 @@ const program = new Command()
 	.option("--quick", "a small configuration that only proves the benchmark works (figures meaningless)", false)
 	.option("--no-sim", "do not build or run the firmware (its rows are reported as not measured)")
 	.option("--no-microsoft", "do not run Microsoft's SDK (its rows are reported as not measured)")
+	.option("--no-limits", "do not probe the firmware's incoming limits (bench/limits.ts)")
 	.option("--json <file>", "also write every figure as JSON")
 	.option("--update <file>", "replace the section between <!-- bench:begin --> and <!-- bench:end --> of this file")
 	.showHelpAfterError();
 
 interface Options {
 	runs: number; messages: number; window: number; reconnects: number; fleet: number; fleetSims: number;
-	fleetRate: number; fleetRetryAfter: number; retryAfter: number; quick: boolean; sim: boolean; microsoft: boolean;
+	fleetRate: number; fleetRetryAfter: number; retryAfter: number; quick: boolean; sim: boolean; microsoft: boolean; limits: boolean;
 	json?: string; update?: string;
 }
 
@@ -78,6 +81,7 @@ interface Results {
 	memory?: {asBuilt?: MemoryReport; firmware?: MemoryReport; missing?: string; esp32Project?: {chunkBytes?: number; heapSlots?: number; stackSlots?: number}};
 	size?: SizeReport & {missing?: string};
 	fleet?: FleetResult & {missing?: string};
+	limits?: LimitsResult;
 	fleetError?: string;
 	startedAt: string;
 	seconds: number;
@@ -195,6 +199,19 @@ async function measure(o: Options, r: Results, emu: EmulatorProcess, sdk: Sdk | 
 	else {
 		r.memory.missing = r.xs.missing;
 		r.size = {missing: r.xs.missing} as Results["size"];
+	}
+
+	if (o.limits) {
+		if (sdk) {
+			log("limits: the largest incoming messages the ESP32-sized firmware takes, and a burst");
+			try {
+				r.limits = await runLimits({sdk, emu, quick: o.quick, log});
+			}
+			catch (e) {
+				r.limits = {missing: (e as Error).message.split("\n")[0]};
+			}
+		}
+		else r.limits = {missing: r.xs.missing ?? "no simulator"};
 	}
 
 	if (o.fleet > 0) {
@@ -319,6 +336,9 @@ function render(r: Results): string {
 	rows.push(["Bytecode (.xsb) of the project's own modules (src/, hosts/)", s?.missing ? `not measured: ${s.missing}` : s ? `${kb(s.projectBytes)} in ${s.projectModules} modules (largest: ${s.largest.slice(0, 3).map(l => `${l.module} ${kb(l.bytes)}`).join(", ")})` : "not measured", "–", "–", "–", "–"]);
 	rows.push(["Bytecode (.xsb) of the whole firmware build", s?.missing ? `not measured: ${s.missing}` : s ? `${kb(s.totalBytes)} in ${s.projectModules + s.sdkModules} modules (SDK ${kb(s.sdkBytes)}); simulator mc.so ${kb(s.soBytes ?? 0)}` : "not measured", "–", "–", "–", "–"]);
 
+	// Incoming limits
+	if (r.limits) for (const [label, figure] of limitsRows(r.limits)) rows.push([label, figure, "–", "–", "–", "–"]);
+
 	// Fleet
 	const f = r.fleet;
 	if (f) {
@@ -353,10 +373,11 @@ function ms(value: number | undefined): string {
 }
 
 function commandLine(o: Options): string {
-	if (o.quick) return "--quick" + (o.sim ? "" : " --no-sim") + (o.microsoft ? "" : " --no-microsoft");
+	if (o.quick) return "--quick" + (o.sim ? "" : " --no-sim") + (o.microsoft ? "" : " --no-microsoft") + (o.limits ? "" : " --no-limits");
 	const parts = [`--runs ${o.runs}`, `--messages ${o.messages}`, `--window ${o.window}`, `--reconnects ${o.reconnects}`, `--fleet ${o.fleet}`, `--fleet-sims ${o.fleetSims}`, `--fleet-rate ${o.fleetRate}`, `--fleet-retry-after ${o.fleetRetryAfter}`];
 	if (!o.sim) parts.push("--no-sim");
 	if (!o.microsoft) parts.push("--no-microsoft");
+	if (!o.limits) parts.push("--no-limits");
 	return parts.join(" ");
 }
 

@@ -183,3 +183,39 @@ test.serial("across every case: one connection the hub never closed (and the one
 	t.deepEqual(acked.filter(s => !received.has(s)), [], "every acknowledged reading is at the hub");
 	t.true(acked.length >= 15, `${acked.length} readings acknowledged`);
 });
+
+test("the emulator's hostile sends over HTTP: POST /faults answers with the record, bad ones name the field; GET /faults/sent, connections, c2d purge; IoT Hub's own limits hold", async t => {
+	const api = rig.emulator.apiUrl;
+	const call = async (method: string, url: string, body?: unknown) => {
+		const response = await fetch(api + url, {method, body: body === undefined ? undefined : JSON.stringify(body)});
+		const text = await response.text();
+		return {status: response.status, body: text ? JSON.parse(text) : undefined};
+	};
+	const other = uniqueId("hostile-api");
+	rig.emulator.addDevice({deviceId: other});
+	// Offline: a message is queued (as IoT Hub queues it); a method has no one to answer it.
+	const c2d = await call("POST", "/faults", {kind: "send.c2d", deviceId: other, bytes: 1000, repeat: 2, everyMs: 10});
+	t.is(c2d.status, 201);
+	t.like(c2d.body.sent, {kind: "send.c2d", deviceId: other, repeat: 2, bytes: 1000});
+	await eventually(() => rig.emulator.c2dQueue(other) === 2, 5000, "both messages queued");
+	t.deepEqual(await call("DELETE", `/devices/${other}/c2d`), {status: 200, body: {totalMessagesPurged: 2}});
+	const method = await call("POST", "/faults", {kind: "send.method", deviceId: other});
+	await eventually(async () => (await call("GET", "/faults/sent")).body.find((s: SentView) => s.id === method.body.sent.id)?.done, 5000, "the method's record");
+	const record = (await call("GET", "/faults/sent")).body.find((s: SentView) => s.id === method.body.sent.id);
+	t.is(record.results[0].status, 404, "not connected, as IoT Hub answers");
+	t.deepEqual((await call("GET", `/devices/${other}/connections`)).body, []);
+	for (const [fault, message] of [
+		[{kind: "send.c2d", bytes: 10}, /needs the "deviceId"/],
+		[{kind: "send.c2d", deviceId: other, bytes: 65537}, /"bytes" must be an integer from 1 to 65536/],
+		[{kind: "send.method", deviceId: other, bytes: 131073}, /"bytes" must be an integer from 16 to 131072/],
+		[{kind: "send.desired", deviceId: other, bytes: 40000}, /"bytes"/],
+		[{kind: "send.unsubscribed", deviceId: other, topic: "a/+/b"}, /without wildcards/],
+		[{kind: "send.c2d", deviceId: "no-such-device", bytes: 10}, /not registered/],
+	] as const) {
+		const answer = await call("POST", "/faults", fault);
+		t.true(answer.status === 400 || answer.status === 404, `${JSON.stringify(fault)}: ${answer.status}`);
+		t.regex(answer.body.error, message);
+	}
+	// IoT Hub's limit on a direct method's payload: 128 KB.
+	await t.throwsAsync(rig.emulator.invokeMethod(id, "x", {data: "x".repeat(131072)}), {message: /at most 128 KB/});
+});
