@@ -118,6 +118,9 @@ else {
 		await eventually(() => emulator.sent(id).find(s => s.id === sent.id)?.messages?.[0].completed, 20_000, "the hub to see it completed");
 		t.is(emulator.sent(id).find(s => s.id === sent.id)!.messages![0].deliveries, 1);
 		t.is(emulator.c2dQueue(id), 0);
+		emulator.sendC2d(id, {body: "small enough"});
+		const received = await run.waitFor("c2d.received", {since, timeoutMs: 30_000});
+		t.is(received.body, "small enough");
 		await telemetryContinues();
 	});
 
@@ -157,6 +160,8 @@ else {
 		await finished(emulator.addFault({kind: "send.malformedDesired", deviceId: id}));
 		const error = await run.waitFor((e: DeviceEvent) => e.event === "error" && e.code === "hub.badReply", {since, timeoutMs: 30_000});
 		t.regex(String(error.message), /not a JSON object/);
+		const {version} = emulator.patchDesired(id, {telemetryIntervalMs: 1000});
+		await run.waitFor((e: DeviceEvent) => e.event === "twin.desired" && e.version === version, {since, timeoutMs: 30_000});
 		await telemetryContinues();
 	});
 
@@ -174,8 +179,8 @@ else {
 		t.timeout(120_000);
 		const sent = await finished(emulator.addFault({kind: "send.unsubscribed", deviceId: id, bytes: 32 * 1024, qos: 1}));
 		await eventually(() => emulator.sent(id).find(s => s.id === sent.id)?.acked === 1, 20_000, "the PUBACK");
+		t.truthy(run.lines.find(l => l.includes("ignored a message of 32768 bytes, unread")), "logged");
 		await telemetryContinues();
-		t.pass();
 	});
 
 	test.serial("a method every 100 ms for 3 s: every call answered", async t => {
