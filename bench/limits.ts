@@ -256,7 +256,9 @@ export function limitsRows(r: LimitsResult | undefined): [string, string][] {
 	const setting: Record<ProbeKind, keyof typeof DEFAULT_LIMITS> = {c2d: "maxMessageBytes", method: "maxMethodBytes", desired: "maxTwinBytes"};
 	for (const k of r.kinds) {
 		const largest = k.largestTaken === undefined ? "none of the sizes tried" : kb(k.largestTaken);
-		const failed = k.firstFailed === undefined ? "every size up to what IoT Hub sends was taken" : `${kb(k.firstFailed)} was not (${k.probes.find(p => !p.taken)?.failure})`;
+		const hubMost = SIZES[k.kind][SIZES[k.kind].length - 1];
+		const failed = k.firstFailed !== undefined ? `${kb(k.firstFailed)} was not (${k.probes.find(p => !p.taken)?.failure})`
+			: k.largestTaken === hubMost ? "every size up to what IoT Hub sends was taken" : "no larger size tried (--quick)";
 		rows.push([`Largest ${names[k.kind]} the ESP32-sized firmware takes (chunk heap ${kb(c?.chunkBytes ?? 0)}, ${c?.heapSlots} slots, fixed)`,
 			`${largest}; ${failed}; default ${setting[k.kind]} ${kb(DEFAULT_LIMITS[setting[k.kind]])}`]);
 	}
