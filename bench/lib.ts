@@ -36,7 +36,14 @@ export interface EmulatorProcess {
 	addEnrollment(registrationId: string): Promise<string>;
 	/** Any call of the emulator's HTTP API (emulator/api.ts); the reply's JSON. */
 	call(method: string, url: string, body?: unknown): Promise<any>;
-	addFault(fault: Record<string, unknown>): Promise<void>;
+	/** Switches a fault on (its id switches it off), or makes a hostile send (`send.*`): then its record is in `sent`. */
+	addFault(fault: Record<string, unknown>): Promise<{id?: number; sent?: {id: number}}>;
+	/** The hostile sends' records (emulator/hostile.ts SentView). */
+	sent(): Promise<{id: number; done: boolean; sent: number; results?: ({status: number} | {error: string})[]; versions?: number[]; messages?: {completed: boolean; deliveries: number}[]}[]>;
+	patchDesired(deviceId: string, patch: Record<string, unknown>): Promise<{version: number}>;
+	purgeC2d(deviceId: string): Promise<{totalMessagesPurged: number}>;
+	/** A device's hub connections (emulator ConnectionRecord). */
+	connections(deviceId: string): Promise<{connectedAt: string; endedAt?: string; endedBy?: string}[]>;
 	clearFaults(): Promise<void>;
 	drop(): Promise<void>;
 	stats(): Promise<{dpsRegisterRequests: number; dpsPollRequests: number; dpsConnects: number; hubConnects: number; telemetry: number; devices: Record<string, Record<string, number>>}>;
@@ -97,7 +104,11 @@ export async function startEmulatorProcess(settings: EmulatorSettings): Promise<
 		pid: child.pid!,
 		addEnrollment: async registrationId => (await call("POST", "/enrollments", {registrationId})).symmetricKey,
 		call,
-		addFault: async fault => { await call("POST", "/faults", fault); },
+		addFault: fault => call("POST", "/faults", fault),
+		sent: () => call("GET", "/faults/sent"),
+		purgeC2d: deviceId => call("DELETE", `/devices/${encodeURIComponent(deviceId)}/c2d`),
+		patchDesired: (deviceId, patch) => call("PATCH", `/devices/${encodeURIComponent(deviceId)}/twin/desired`, patch),
+		connections: deviceId => call("GET", `/devices/${encodeURIComponent(deviceId)}/connections`),
 		clearFaults: async () => { await call("DELETE", "/faults"); },
 		drop: async () => { await call("POST", "/faults/drop"); },
 		stats: () => call("GET", "/stats"),

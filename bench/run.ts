@@ -1,12 +1,13 @@
 /*
  * npm run bench -- [--runs N] [--messages N] [--window N] [--reconnects N] [--fleet N] [--fleet-sims K]
  *                  [--fleet-rate R] [--fleet-retry-after S] [--web N] [--quick] [--no-sim] [--no-microsoft]
- *                  [--no-x509 | --x509-only] [--json FILE] [--update FILE]
+ *                  [--no-x509 | --x509-only] [--no-limits] [--json FILE] [--update FILE]
  *
  * One table, measured in one run against one local emulator (its own process, settings printed):
  * connect, reconnect and throughput for (a) the firmware on the Moddable simulator, (b) the core on
  * the Node host, (c) Microsoft's Node SDK; XS memory from an instrumented build; bytecode size; a
- * fleet provisioning at once against a throttling DPS. Each figure is a median over the runs with
+ * fleet provisioning at once against a throttling DPS; the largest incoming message the ESP32-sized
+ * firmware takes and the heap around a burst (bench/limits.ts). Each figure is a median over the runs with
  * its range. Runs of the three clients are interleaved so that a change in the machine's load
  * falls on all of them. The X.509 connect (bench/x509.ts: a group enrollment, RSA-2048 leaf +
  * intermediate) is measured beside the SAS one, interleaved with it, with its XS memory peaks;
@@ -26,6 +27,7 @@ import {runWebBench, type WebBenchResult} from "./web.js";
 import {ESP32_SDK_DEFAULT, SLOT_BYTES_32, SLOT_BYTES_64, largestOf, parseMemory, worstOf, type MemoryReport, type PhaseMemory} from "./memory.js";
 import {loadMicrosoftSdk, runMicrosoftOnce} from "./microsoft.js";
 import {measureSize, type SizeReport} from "./size.js";
+import {limitsRows, runLimits, type LimitsResult} from "./limits.js";
 import {REPO_ROOT, formatSummary, ratio, startEmulatorProcess, summarize, type EmulatorProcess, type Summary} from "./lib.js";
 import {buildBenchFirmware, buildMemoryFirmware, buildProductFirmware, buildProductMemoryFirmware, runProductMemoryOnce, runXsOnce, type XsBuild} from "./xs.js";
 import {prepareX509Fleet, type X509Fleet} from "./x509.js";
@@ -54,6 +56,7 @@ const program = new Command()
 	.option("--no-microsoft", "do not run Microsoft's SDK (its rows are reported as not measured)")
 	.option("--no-x509", "do not measure the X.509 connect")
 	.option("--x509-only", "measure only the connects, SAS and X.509 side by side, and their XS memory (no throughput, reconnects, size or fleet)", false)
+	.option("--no-limits", "do not probe the firmware's incoming limits (bench/limits.ts)")
 	.option("--json <file>", "also write every figure as JSON")
 	.option("--update <file>", "replace the section between <!-- bench:begin --> and <!-- bench:end --> of this file")
 	.showHelpAfterError();
@@ -61,7 +64,7 @@ const program = new Command()
 interface Options {
 	runs: number; messages: number; window: number; reconnects: number; fleet: number; fleetSims: number;
 	fleetRate: number; fleetRetryAfter: number; retryAfter: number; web: number; quick: boolean; sim: boolean; microsoft: boolean;
-	x509: boolean; x509Only: boolean; json?: string; update?: string;
+	x509: boolean; x509Only: boolean; limits: boolean; json?: string; update?: string;
 }
 
 const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
@@ -90,6 +93,7 @@ interface Results {
 	};
 	size?: SizeReport & {missing?: string};
 	fleet?: FleetResult & {missing?: string};
+	limits?: LimitsResult;
 	fleetError?: string;
 	web?: WebBenchResult;
 	webError?: string;
@@ -243,6 +247,19 @@ async function measure(o: Options, r: Results, emu: EmulatorProcess, sdk: Sdk | 
 		r.size = {missing: r.xs.missing} as Results["size"];
 	}
 
+	if (o.limits) {
+		if (sdk) {
+			log("limits: the largest incoming messages the ESP32-sized firmware takes, and a burst");
+			try {
+				r.limits = await runLimits({sdk, emu, quick: o.quick, log});
+			}
+			catch (e) {
+				r.limits = {missing: (e as Error).message.split("\n")[0]};
+			}
+		}
+		else r.limits = {missing: r.xs.missing ?? "no simulator"};
+	}
+
 	if (o.fleet > 0) {
 		log(`fleet: ${o.fleet} Node devices${bench && sdk && o.fleetSims ? ` + ${o.fleetSims} simulators` : ""}, DPS throttled at ${o.fleetRate}/s (429, retry-after ${o.fleetRetryAfter} s)`);
 		try {
@@ -393,6 +410,9 @@ function render(r: Results): string {
 	if (full) rows.push(["Bytecode (.xsb) of the project's own modules (src/, hosts/)", s?.missing ? `not measured: ${s.missing}` : s ? `${kb(s.projectBytes)} in ${s.projectModules} modules (largest: ${s.largest.slice(0, 3).map(l => `${l.module} ${kb(l.bytes)}`).join(", ")})` : "not measured", "–", "–", "–", "–"]);
 	if (full) rows.push(["Bytecode (.xsb) of the whole firmware build", s?.missing ? `not measured: ${s.missing}` : s ? `${kb(s.totalBytes)} in ${s.projectModules + s.sdkModules} modules (SDK ${kb(s.sdkBytes)}); simulator mc.so ${kb(s.soBytes ?? 0)}` : "not measured", "–", "–", "–", "–"]);
 
+	// Incoming limits
+	if (r.limits) for (const [label, figure] of limitsRows(r.limits)) rows.push([label, figure, "–", "–", "–", "–"]);
+
 	// Fleet
 	const f = r.fleet;
 	if (f) {
@@ -437,13 +457,14 @@ function ms(value: number | undefined): string {
 }
 
 function commandLine(o: Options): string {
-	if (o.quick) return "--quick" + (o.sim ? "" : " --no-sim") + (o.microsoft ? "" : " --no-microsoft") + (o.x509Only ? " --x509-only" : o.x509 ? "" : " --no-x509");
+	if (o.quick) return "--quick" + (o.sim ? "" : " --no-sim") + (o.microsoft ? "" : " --no-microsoft") + (o.x509Only ? " --x509-only" : o.x509 ? "" : " --no-x509") + (o.limits || o.x509Only ? "" : " --no-limits");
 	if (o.x509Only) return `--x509-only --runs ${o.runs}` + (o.sim ? "" : " --no-sim") + (o.microsoft ? "" : " --no-microsoft");
 	const parts = [`--runs ${o.runs}`, `--messages ${o.messages}`, `--window ${o.window}`, `--reconnects ${o.reconnects}`, `--fleet ${o.fleet}`, `--fleet-sims ${o.fleetSims}`, `--fleet-rate ${o.fleetRate}`, `--fleet-retry-after ${o.fleetRetryAfter}`];
 	if (o.web) parts.push(`--web ${o.web}`);
 	if (!o.sim) parts.push("--no-sim");
 	if (!o.microsoft) parts.push("--no-microsoft");
 	if (!o.x509) parts.push("--no-x509");
+	if (!o.limits) parts.push("--no-limits");
 	return parts.join(" ");
 }
 

@@ -5,6 +5,7 @@
 import * as http from "node:http";
 import type * as net from "node:net";
 import type {Emulator} from "./index.js";
+import {HOSTILE_KINDS, type HostileKind} from "./hostile.js";
 import {EmulatorHttpError} from "./registry.js";
 import {Guard} from "./web/security.js";
 import type {WebRoutes} from "./web/server.js";
@@ -98,8 +99,10 @@ export function startApi(emulator: Emulator, options: ApiOptions): Promise<ApiSe
 			return [204, undefined];
 		}],
 		["GET", /^\/devices\/([^/]+)\/telemetry$/, ([id]) => [200, emulator.telemetry(id)]],
+		["GET", /^\/devices\/([^/]+)\/connections$/, ([id]) => [200, emulator.connections(id)]],
 		["POST", /^\/devices\/([^/]+)\/c2d$/, ([id], body) => [202, emulator.sendC2d(id, object(body) as never)]],
 		["GET", /^\/devices\/([^/]+)\/c2d$/, ([id]) => [200, {queued: emulator.c2dQueue(id)}]],
+		["DELETE", /^\/devices\/([^/]+)\/c2d$/, ([id]) => [200, emulator.purgeC2d(id)]],
 		["GET", /^\/devices\/([^/]+)\/twin$/, ([id]) => [200, emulator.twin(id)]],
 		["PATCH", /^\/devices\/([^/]+)\/twin\/desired$/, ([id], body) => [200, emulator.patchDesired(id, object(body))]],
 		["POST", /^\/devices\/([^/]+)\/methods\/([^/]+)$/, async ([id, name], body) => {
@@ -109,20 +112,23 @@ export function startApi(emulator: Emulator, options: ApiOptions): Promise<ApiSe
 			return [200, await emulator.invokeMethod(id, name, b.payload, timeout)];
 		}],
 		["POST", /^\/faults$/, (_p, body) => {
+			let sent;
 			try {
-				const id = emulator.addFault(object(body) as never);
-				return [201, {id, faults: emulator.faults()}];
+				if (HOSTILE_KINDS.includes((body as {kind?: unknown} | undefined)?.kind as HostileKind)) sent = emulator.send(object(body) as never);
+				else return [201, {id: emulator.addFault(object(body) as never), faults: emulator.faults()}];
 			}
 			catch (error) {
 				if (error instanceof EmulatorHttpError) throw error;
 				throw new EmulatorHttpError(400, (error as Error).message);
 			}
+			return [201, {faults: emulator.faults(), sent}];
 		}],
 		["GET", /^\/faults\/active$/, () => [200, emulator.faultEntries()]],
 		["DELETE", /^\/faults\/(\d+)$/, ([id]) => {
 			emulator.removeFault(Number(id));
 			return [204, undefined];
 		}],
+		["GET", /^\/faults\/sent$/, () => [200, emulator.sent()]],
 		["GET", /^\/faults$/, () => [200, emulator.faults()]],
 		["DELETE", /^\/faults$/, () => {
 			emulator.clearFaults();

@@ -1,6 +1,8 @@
 /*
- * Injected faults: the failures a device meets on the real service, on demand.
+ * Injected faults: the failures a device meets on the real service, on demand. Those of kind
+ * `send.*` are not armed but sent at once: what a hostile hub sends (emulator/hostile.ts).
  */
+import {HOSTILE_KINDS, type HostileFault, type HostileKind, validateHostile} from "./hostile.js";
 
 export type DpsOperation = "register" | "poll";
 
@@ -35,6 +37,13 @@ export type Fault = FaultBase & (
 
 export type FaultKind = Fault["kind"];
 
+/** What POST /faults takes: a fault to arm, or a hostile send. */
+export type AnyFault = Fault | HostileFault;
+
+export function isHostile(fault: AnyFault): fault is HostileFault {
+	return HOSTILE_KINDS.includes(fault.kind as HostileKind);
+}
+
 type Of<K extends FaultKind> = Extract<Fault, {kind: K}>;
 
 const KINDS: readonly FaultKind[] = ["dps.status", "dps.malformed", "dps.delay", "dps.drop", "dps.failed", "dps.throttle", "connack", "dropEvery", "down", "tokenLifetime", "twin.malformed", "twin.status", "throttle", "noPuback", "download.drop", "download.corrupt", "download.slow"];
@@ -53,10 +62,11 @@ function integerAtLeast(value: unknown, name: string, min: number): void {
 }
 
 /** Checks a fault given as JSON (HTTP API) or by code; throws with a message naming the field. */
-export function validateFault(input: unknown): Fault {
+export function validateFault(input: unknown): AnyFault {
 	if (typeof input !== "object" || input === null || Array.isArray(input)) fail("expected a JSON object with a \"kind\"");
 	const f = input as Record<string, unknown>;
-	if (!KINDS.includes(f.kind as FaultKind)) fail(`unknown kind ${JSON.stringify(f.kind)}; kinds: ${KINDS.join(", ")}`);
+	if (HOSTILE_KINDS.includes(f.kind as HostileKind)) return validateHostile(f);
+	if (!KINDS.includes(f.kind as FaultKind)) fail(`unknown kind ${JSON.stringify(f.kind)}; kinds: ${[...KINDS, ...HOSTILE_KINDS].join(", ")}`);
 	nonNegative(f.count, "count", true);
 	if (f.registrationId !== undefined && typeof f.registrationId !== "string") fail("\"registrationId\" must be a string");
 	if (f.deviceId !== undefined && typeof f.deviceId !== "string") fail("\"deviceId\" must be a string");

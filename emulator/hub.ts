@@ -6,7 +6,7 @@ import * as crypto from "node:crypto";
 import type {AedesPublishPacket} from "aedes";
 import {type Context, errorBody, truncateJson} from "./context.js";
 import type {ConnectCheck} from "./dps.js";
-import {C2D_MAX_BYTES, C2D_QUEUE_LIMIT, type C2dMessage, EmulatorHttpError, type HubDevice, type TelemetryRecord, deviceStats} from "./registry.js";
+import {C2D_MAX_BYTES, C2D_QUEUE_LIMIT, CONNECTIONS_KEPT, METHOD_MAX_BYTES, type C2dMessage, type ConnectionRecord, EmulatorHttpError, type HubDevice, type TelemetryRecord, deviceStats} from "./registry.js";
 import {parseSas, verifySas} from "./sas.js";
 import type {Session} from "./session.js";
 import {buildPropertyBag, isPlainObject, matchRequest, mergePatch, parsePropertyBag, twinDocumentProblem} from "./wire.js";
@@ -183,6 +183,14 @@ export class HubService {
 		}
 		device.session = session;
 		device.connectCount++;
+		const record: ConnectionRecord = {connectedAt: new Date().toISOString()};
+		device.connections.push(record);
+		if (device.connections.length > CONNECTIONS_KEPT) device.connections.shift();
+		session.onClose(() => {
+			record.endedAt = new Date().toISOString();
+			record.endedBy = session.closeReason === undefined ? "device" : "service";
+			if (session.closeReason !== undefined) record.reason = session.closeReason;
+		});
 		if (session.modelId) device.modelId = session.modelId;
 		session.onClose(() => this.#disconnected(device, session));
 		this.#event({type: "connected", deviceId: device.deviceId, fromDevice: true});
@@ -193,7 +201,7 @@ export class HubService {
 			session.timer(sas.se * 1000 - Date.now(), () => {
 				ctx.log(`hub ${session.id}: SAS token expired: closing the connection`);
 				ctx.stats.serverDisconnects++;
-				session.close();
+				session.close("SAS token expired");
 			});
 		}
 		const lifetime = ctx.faults.take("tokenLifetime", faultTarget(ctx, session.id));
@@ -201,7 +209,7 @@ export class HubService {
 			session.timer(lifetime.seconds * 1000, () => {
 				ctx.log(`hub ${session.id}: token lifetime fault (${lifetime.seconds} s): closing the connection`);
 				ctx.stats.serverDisconnects++;
-				session.close();
+				session.close("tokenLifetime fault");
 			});
 		}
 		const dropEvery = ctx.faults.take("dropEvery", faultTarget(ctx, session.id));
@@ -209,7 +217,7 @@ export class HubService {
 			session.timer(dropEvery.ms, () => {
 				ctx.log(`hub ${session.id}: dropEvery fault (${dropEvery.ms} ms): closing the connection`);
 				ctx.stats.serverDisconnects++;
-				session.close();
+				session.close("dropEvery fault");
 			});
 		}
 		this.deliverC2d(device);
@@ -473,6 +481,9 @@ export class HubService {
 		const qos = session && session.ready && !session.closed ? session.grantedQos(`${topic}1`) : undefined;
 		if (!session || qos === undefined)
 			return Promise.reject(new EmulatorHttpError(404, `Device "${deviceId}" is not connected or not subscribed to $iothub/methods/POST/#.`));
+		const body = JSON.stringify(payload === undefined ? null : payload);
+		if (Buffer.byteLength(body) > METHOD_MAX_BYTES)
+			return Promise.reject(new EmulatorHttpError(413, `A direct method's payload is at most 128 KB (this one is ${Buffer.byteLength(body)} bytes).`));
 		ctx.stats.methodCalls++;
 		deviceStats(ctx.stats, deviceId).methodCalls++;
 		this.#event({type: "method", deviceId, fromDevice: false});
@@ -485,7 +496,7 @@ export class HubService {
 				reject(new EmulatorHttpError(504, `Device "${deviceId}" did not answer method "${name}" within ${timeout} s.`));
 			}, timeout * 1000);
 			device.pendingMethods.set(rid, {resolve, reject, timer});
-			session.publish(`${topic}${rid}`, JSON.stringify(payload === undefined ? null : payload), qos);
+			session.publish(`${topic}${rid}`, body, qos);
 		});
 	}
 

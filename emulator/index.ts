@@ -17,10 +17,11 @@ import {AduService, type DeployRequest, type ImportedUpdate} from "./adu/service
 import type {ImportRequest, UpdateId} from "./adu/update.js";
 import type {Context, Settings} from "./context.js";
 import {DpsService, checkDpsConnect, dpsSubscriptionAllowed, isDpsUsername, parseDpsRequest} from "./dps.js";
-import {type Fault, type FaultEntry, FaultSet, validateFault} from "./faults.js";
+import {type AnyFault, type Fault, type FaultEntry, FaultSet, isHostile, validateFault} from "./faults.js";
+import {HostileHub, type HostileFault, type SentView} from "./hostile.js";
 import {HubService, MAX_SUBSCRIPTIONS, checkHubConnect, faultTarget, hubSubscriptionAllowed, parseHubRequest, twinView} from "./hub.js";
 import {SERVER_CIPHERS, type TlsProfile, TLS_PROFILES, leafHosts, loadPki} from "./pki.js";
-import {type DeviceView, EmulatorHttpError, type Stats, type TelemetryRecord, Registry, deviceStats, isRegistrationId, newStats, registrationKey} from "./registry.js";
+import {type ConnectionRecord, type DeviceView, EmulatorHttpError, type Stats, type TelemetryRecord, Registry, deviceStats, isRegistrationId, newStats, registrationKey} from "./registry.js";
 import {isBase64Key, newSymmetricKey} from "./sas.js";
 import {noteSecret} from "./secret-log.js";
 import {type ServiceKind, Session} from "./session.js";
@@ -34,7 +35,7 @@ import {checkApiExposure} from "./web/security.js";
 import {webRoutes} from "./web/server.js";
 
 export {EmulatorHttpError, validateFault};
-export type {CertificateInput, CertificateTarget, CertificateView, DeviceAuthenticationView, DeviceInput, DeviceView, Fault, FaultEntry, Stats, TelemetryRecord, TlsProfile, X509EnrollmentGroupInput, X509EnrollmentInput};
+export type {AnyFault, CertificateInput, CertificateTarget, CertificateView, ConnectionRecord, DeviceAuthenticationView, DeviceInput, DeviceView, Fault, FaultEntry, HostileFault, SentView, Stats, TelemetryRecord, TlsProfile, X509EnrollmentGroupInput, X509EnrollmentInput};
 export type {AduPublicKey, DeployRequest, DeploymentView, DeviceDeploymentState, DeviceDeploymentView, DeviceReport, FileUrlScheme, ImportRequest, ImportedUpdate, UpdateId};
 
 export interface EmulatorOptions {
@@ -136,11 +137,19 @@ export interface Emulator {
 	telemetry(deviceId: string): TelemetryRecord[];
 	sendC2d(deviceId: string, m: {body: string; properties?: Record<string, string>; messageId?: string}): {messageId: string};
 	c2dQueue(deviceId: string): number;
+	/** Drops a device's queued cloud-to-device messages (az iot device c2d-message purge); returns how many. */
+	purgeC2d(deviceId: string): {totalMessagesPurged: number};
 	twin(deviceId: string): {desired: object; reported: object};
 	patchDesired(deviceId: string, patch: object): {version: number};
 	invokeMethod(deviceId: string, name: string, payload: unknown, timeoutSeconds?: number): Promise<{status: number; payload: unknown}>;
 	/** Switches a fault on; returns the id that switches it off (0 for "down"). */
 	addFault(f: Fault): number;
+	/** Makes a hostile send (`send.*`, also POST /faults) at once; returns its record. */
+	send(f: HostileFault): SentView;
+	/** What the hostile sends did (also GET /faults/sent), for one device or all. */
+	sent(deviceId?: string): SentView[];
+	/** A device's hub connections, oldest first, with who ended each (also GET /devices/{id}/connections). */
+	connections(deviceId: string): ConnectionRecord[];
 	clearFaults(): void;
 	/** The active faults (beyond the contract; also GET /faults). */
 	faults(): Fault[];
@@ -206,6 +215,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 	const hub = new HubService(ctx);
 	const monitor = new Monitor(registry, stats);
 	hub.onEvent(event => monitor.observe(event));
+	const hostile = new HostileHub(ctx, hub);
 	const adu = await AduService.start({
 		keys: aduKeys, registry, hub, faults, identity, bindHost, log,
 		// Devices reach the file server under the host name they reach the hub by.
@@ -223,6 +233,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 	const disconnect = (session: Session, why: string): Error => {
 		log(`${session.kind} ${session.id}: ${why}: closing the connection`);
 		stats.serverDisconnects++;
+		session.closeReason ??= why;
 		return new Error(why);
 	};
 
@@ -414,7 +425,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 	const dropAll = () => {
 		for (const session of live) {
 			stats.serverDisconnects++;
-			session.close();
+			session.close("dropped (POST /faults/drop, a down fault or the emulator closing)");
 		}
 		for (const socket of sockets) socket.destroy();
 	};
@@ -542,7 +553,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 			hub.abandonMethods(device, 404, `Device "${deviceId}" was deleted.`);
 			if (device.session && !device.session.closed) {
 				stats.serverDisconnects++;
-				device.session.close();
+				device.session.close("device deleted");
 			}
 			log(`service: device ${deviceId} deleted`);
 		},
@@ -558,6 +569,13 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 		c2dQueue(deviceId) {
 			return registry.device(deviceId).c2d.length;
 		},
+		purgeC2d(deviceId) {
+			const device = registry.device(deviceId);
+			const totalMessagesPurged = device.c2d.length;
+			device.c2d = [];
+			log(`service: ${totalMessagesPurged} cloud-to-device message(s) of ${deviceId} purged`);
+			return {totalMessagesPurged};
+		},
 		twin(deviceId) {
 			return twinView(registry.device(deviceId));
 		},
@@ -568,7 +586,9 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 			return hub.invokeMethod(deviceId, name, payload, timeoutSeconds);
 		},
 		addFault(f) {
-			const fault = validateFault(f);
+			const checked = validateFault(f);
+			if (isHostile(checked)) throw new EmulatorHttpError(400, `"${checked.kind}" is a send, not a fault: make it with send().`);
+			const fault: Fault = checked;
 			if (fault.kind === "down") {
 				// Not a per-request fault: the whole service is unreachable for a while.
 				downUntil = Date.now() + fault.ms;
@@ -577,6 +597,17 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 				return 0;
 			}
 			return faults.add(fault);
+		},
+		send(f) {
+			const checked = validateFault(f);
+			if (!isHostile(checked)) throw new EmulatorHttpError(400, `"${checked.kind}" is a fault, not a send: switch it on with addFault.`);
+			return hostile.send(checked);
+		},
+		sent(deviceId) {
+			return hostile.sent(deviceId);
+		},
+		connections(deviceId) {
+			return structuredClone(registry.device(deviceId).connections);
 		},
 		clearFaults() {
 			faults.clear();

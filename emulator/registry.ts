@@ -86,6 +86,18 @@ export interface Twin {
 	reportedVersion: number;
 }
 
+/** One hub connection of a device: how tests tell a reconnect loop from a connection that held. */
+export interface ConnectionRecord {
+	connectedAt: string;
+	endedAt?: string;
+	/** "service": the hub closed it (a protocol violation, token expiry, a fault); "device": the device or its network did. */
+	endedBy?: "service" | "device";
+	reason?: string;
+}
+
+/** Connections kept per device (the most recent). */
+export const CONNECTIONS_KEPT = 100;
+
 export interface HubDevice {
 	deviceId: string;
 	registrationId: string;
@@ -94,6 +106,7 @@ export interface HubDevice {
 	registeredAt: string;
 	modelId?: string;
 	connectCount: number;
+	connections: ConnectionRecord[];
 	session?: Session;
 	twin: Twin;
 	c2d: C2dMessage[];
@@ -152,6 +165,8 @@ export interface Stats {
 
 export const C2D_QUEUE_LIMIT = 50;
 export const C2D_MAX_BYTES = 64 * 1024;
+/** IoT Hub's largest direct-method payload. */
+export const METHOD_MAX_BYTES = 128 * 1024;
 
 export function newStats(): Stats {
 	return {
@@ -189,6 +204,7 @@ export function newHubDevice(deviceId: string, registrationId: string, authentic
 		deviceId, registrationId, authentication, hubName,
 		registeredAt: new Date().toISOString(),
 		connectCount: 0,
+		connections: [],
 		twin: {desired: {}, reported: {}, desiredVersion: 1, reportedVersion: 1},
 		c2d: [],
 		telemetry: [],

@@ -26,6 +26,8 @@ export class Session {
 	/** CONNACK 0 sent. */
 	ready = false;
 	closed = false;
+	/** Why the service ended the connection; undefined when the device (or its network) did. */
+	closeReason: string | undefined;
 	/** Topic filters held, with the granted QoS. */
 	readonly subscriptions = new Map<string, number>();
 	/** Topic filters requested in SUBSCRIBE packets on this connection, minus those unsubscribed. */
@@ -119,7 +121,8 @@ export class Session {
 	}
 
 	/** Closes the connection from the service side, as IoT Hub does: no DISCONNECT packet in MQTT 3.1.1. */
-	close(): void {
+	close(reason = "closed by the service"): void {
+		this.closeReason ??= reason;
 		this.client.close();
 		this.ended();
 	}

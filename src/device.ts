@@ -15,7 +15,8 @@
  * Bad options are code: they throw.
  */
 import {AzureIoTError, configError} from "./errors.js";
-import type {CloudMessage, HubClient, MethodRequest, MethodResponse, RefusedMessage, TelemetryOptions} from "./hub.js";
+import type {CloudMessage, HubClient, MethodRequest, MethodResponse, RefusedMessage, TelemetryOptions, TwinRefusal} from "./hub.js";
+import {utf8Decode} from "./encoding.js";
 import {checkModelId} from "./validate.js";
 import {checkSettings, publicSettings, SETTING_NAMES, SETTINGS, type SettingName, type Settings} from "./settings.js";
 import {acknowledgementPatch, alreadyAcknowledged, reportedPatch, writableProperties, type Acknowledgement, type WritableProperty} from "./pnp.js";
@@ -49,7 +50,9 @@ export interface CommandResponse {
 /** What the device refused before the application saw it, with its size. */
 export type Refusal =
 	| {kind: "message"; size: number; limit: number; messageId?: string; properties: Readonly<Record<string, string>>}
-	| {kind: "command"; method: string; status: number; size: number; reason: string};
+	| {kind: "command"; method: string; status: number; size: number; reason: string}
+	/** A desired patch, or the twin read after a connect, over maxTwinBytes: the device keeps the desired values it has. */
+	| {kind: "twin"; what: "desired" | "document"; size: number; limit: number; version?: number};
 
 export interface StateInfo {
 	/** Why the device is disconnected or failed. */
@@ -98,6 +101,8 @@ export interface DeviceOptions {
 	onError?(this: Device, error: AzureIoTError): void;
 }
 
+/** How much of a cloud-to-device message's body its event shows. */
+const EVENT_BODY_BYTES = 256;
 const CALLBACKS = Object.freeze(["onStateChange", "onWritable", "onCommand", "onMessage", "onRefused", "onError"] as const);
 const COMPONENT = /^[A-Za-z](?:[A-Za-z0-9_]{0,62}[A-Za-z0-9])?$/;
 
@@ -339,6 +344,7 @@ export class Device {
 			},
 			onMessage: message => this._onMessage(message),
 			onMessageRefused: message => this._onMessageRefused(message),
+			onTwinRefused: refusal => this._onTwinRefused(refusal),
 			onQueueOverflow: refused => this._emit({event: "error", code: "queue.full", message: `telemetry ${refused.messageId} was not accepted: the outbound queue is full while the hub is unreachable`}),
 			onError: error => {
 				this._emit({event: "error", code: error.code, message: error.message});
@@ -421,7 +427,9 @@ export class Device {
 		this._emit({
 			event: "c2d.received",
 			messageId: message.systemProperties["$.mid"] ?? message.systemProperties["message-id"],
-			body: message.text().slice(0, 256),
+			// The start only, decoded from the start only: the whole body as a string would double its memory.
+			body: utf8Decode(message.body.subarray(0, EVENT_BODY_BYTES)).slice(0, EVENT_BODY_BYTES),
+			size: message.body.length,
 			properties: message.properties,
 		});
 		const handler = this._options.onMessage;
@@ -434,6 +442,15 @@ export class Device {
 		const refusal: Refusal = {kind: "message", size: message.size, limit: message.limit, properties: message.properties};
 		if (messageId !== undefined) refusal.messageId = messageId;
 		this._call("onRefused", refusal);
+	}
+
+	private _onTwinRefused(refusal: TwinRefusal): void {
+		const event: DeviceEvent = {event: "twin.rejected", what: refusal.kind, size: refusal.size, limit: refusal.limit};
+		if (refusal.version !== undefined) event.version = refusal.version;
+		this._emit(event);
+		const out: Refusal = {kind: "twin", what: refusal.kind, size: refusal.size, limit: refusal.limit};
+		if (refusal.version !== undefined) out.version = refusal.version;
+		this._call("onRefused", out);
 	}
 
 	// --- reporting ---

@@ -44,8 +44,42 @@ function isLow(c: number): boolean {
 	return c >= 0xdc00 && c <= 0xdfff;
 }
 
-/** Decodes UTF-8; invalid sequences become U+FFFD rather than throwing (server data is untrusted). */
+type NativeDecode = (buffer: ArrayBufferLike, offset: number, length: number) => string;
+
+/**
+ * Whether `bytes` is well-formed UTF-8 (no overlong form, surrogate or code point above U+10FFFF):
+ * exactly what utf8Decode takes without a replacement. Allocates nothing.
+ */
+function wellFormed(bytes: Uint8Array): boolean {
+	for (let i = 0; i < bytes.length;) {
+		const b = bytes[i];
+		if (b < 0x80) { i++; continue; }
+		let need: number, cp: number, min: number;
+		if ((b & 0xe0) === 0xc0) { need = 1; cp = b & 0x1f; min = 0x80; }
+		else if ((b & 0xf0) === 0xe0) { need = 2; cp = b & 0x0f; min = 0x800; }
+		else if ((b & 0xf8) === 0xf0) { need = 3; cp = b & 0x07; min = 0x10000; }
+		else return false;
+		for (let j = 1; j <= need; j++) {
+			const n = bytes[i + j];
+			if (n === undefined || (n & 0xc0) !== 0x80) return false;
+			cp = (cp << 6) | (n & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+		i += need + 1;
+	}
+	return true;
+}
+
+/**
+ * Decodes UTF-8; invalid sequences become U+FFFD rather than throwing (server data is untrusted).
+ * In XS, well-formed input goes to String.fromArrayBuffer, which makes the one string at once: the
+ * decoder below builds it in pieces, and so holds about twice its size at the end (a 12 KB method
+ * payload ran the ESP32-sized heap out of memory there; bench/limits.ts).
+ */
 export function utf8Decode(bytes: Uint8Array): string {
+	// Not named `native`: xsc reads native(...) as its own syntax for a host function.
+	const fromBuffer = (String as unknown as {fromArrayBuffer?: NativeDecode}).fromArrayBuffer;
+	if (fromBuffer && bytes.buffer instanceof ArrayBuffer && wellFormed(bytes)) return fromBuffer(bytes.buffer, bytes.byteOffset, bytes.length);
 	let s = "";
 	let chunk: number[] = [];
 	const flush = () => {

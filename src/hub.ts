@@ -21,7 +21,7 @@ import {DEFAULT_LIMITS, HUB_MAXIMUM_BYTES, type IncomingLimits} from "./limits.j
 import {checkDeviceId, checkHostName, checkKey, checkModelId, checkPort, checkPositive, checkRoots} from "./validate.js";
 import {HubConnection, type ConnectionSettings} from "./hub/connection.js";
 import {Telemetry, type TelemetryOptions} from "./hub/telemetry.js";
-import {TwinFeature, type DesiredInfo, type Twin} from "./hub/twin.js";
+import {TwinFeature, type DesiredInfo, type Twin, type TwinRefusal} from "./hub/twin.js";
 import {Methods, type MethodHandler, type MethodRequest, type MethodResponse} from "./hub/methods.js";
 import {onCloudMessage, type CloudMessage, type RefusedMessage} from "./hub/c2d.js";
 import {DESIRED_PATCHES, METHOD_REQUESTS, TWIN_RESPONSES, c2dSubscription, classifyTopic, topicKind} from "./hub/topics.js";
@@ -29,7 +29,7 @@ import {DESIRED_PATCHES, METHOD_REQUESTS, TWIN_RESPONSES, c2dSubscription, class
 export type {CloudMessage, RefusedMessage} from "./hub/c2d.js";
 export type {MethodRequest, MethodResponse} from "./hub/methods.js";
 export type {TelemetryOptions} from "./hub/telemetry.js";
-export type {DesiredInfo, Twin} from "./hub/twin.js";
+export type {DesiredInfo, Twin, TwinRefusal} from "./hub/twin.js";
 export type {IncomingLimits} from "./limits.js";
 
 /** How this client announces itself in the CONNECT user name, as Microsoft's SDKs do theirs. */
@@ -81,6 +81,11 @@ export interface HubOptions {
 	/** Desired-properties patch; also the full desired document after each connect's twin read, if its $version changed. */
 	onDesired?(patch: Record<string, unknown>, version: number, info: DesiredInfo): void;
 	onMethod?(request: MethodRequest): MethodResponse | Promise<MethodResponse>;
+	/**
+	 * A desired patch, or the twin document read after a connect, over maxTwinBytes: skipped unread;
+	 * the device keeps the desired values it has. Without this callback it goes to onError.
+	 */
+	onTwinRefused?(refusal: TwinRefusal): void;
 	/** A method request answered without the handler: over maxMethodBytes (413) or not JSON (400). */
 	onMethodRefused?(info: {name: string; status: number; size: number; reason: string}): void;
 	/**
@@ -199,6 +204,12 @@ export class HubClient {
 		this._twin = new TwinFeature(connection, {operationTimeoutMs, backoff}, {
 			onDesired: onDesired && ((patch, version, info) => this._emit("onDesired", () => onDesired(patch, version, info))),
 			error: error => this._error(error),
+			refused: (refusal, error) => {
+				this._log(`${error.code}: ${error.message}`);
+				const onRefused = this.#options.onTwinRefused;
+				if (onRefused) this._emit("onTwinRefused", () => onRefused(refusal));
+				else this._emit("onError", () => this.#options.onError?.(error));
+			},
 			readDone: () => this._resolveOpen(),
 			scrub,
 			maxTwinBytes: limits.maxTwinBytes,

@@ -367,3 +367,38 @@ test("fuzz: random and mutated streams fail only with AzureIoTError and never gr
 	}
 	t.true(packets > 0 && errors > 0, `${packets} packets, ${errors} errors`);
 });
+
+test("absorb(): a payload being assembled or skipped takes each chunk as it is pushed, so none is held until next()", t => {
+	// A 16 KB payload in 1 KB chunks, as a TLS record reaches the core: without absorb() all 16 would wait for the read job.
+	const taken = new PacketParser(64 * 1024, {payloadLimit: () => 32 * 1024});
+	const skipped = new PacketParser(64 * 1024, {payloadLimit: () => 1024});
+	const packet = encodePublish({topic: "t", qos: 1, packetId: 3, payload: new Uint8Array(16 * 1024).fill(7)});
+	for (const parser of [taken, skipped]) {
+		parser.push(packet.subarray(0, 16));
+		t.is(parser.next(), undefined, "the header and the topic are read by next()");
+		for (let at = 16; at < packet.length; at += 1024) {
+			parser.push(packet.subarray(at, Math.min(packet.length, at + 1024)));
+			parser.absorb();
+			t.false(parser.pending, "the chunk was consumed at once");
+		}
+	}
+	t.like(taken.next(), {type: "publish", topic: "t", packetId: 3, qos: 1});
+	t.like(skipped.next(), {type: "publish", topic: "t", packetId: 3, dropped: true, size: 16 * 1024});
+	t.is(taken.next(), undefined);
+	// Between packets absorb() leaves everything to next(): it never completes a packet itself.
+	const idle = new PacketParser();
+	idle.push(generate({cmd: "puback", messageId: 4}));
+	idle.absorb();
+	t.true(idle.pending);
+	t.deepEqual(idle.next(), {type: "puback", packetId: 4});
+});
+
+test("a SUBACK with more return codes than a SUBSCRIBE carries is refused from its length, before its body is allocated", t => {
+	const parser = new PacketParser();
+	// 2 + 200,000 bytes claimed: under the packet limit, far over what any SUBSCRIBE of this client asks for.
+	parser.push(Uint8Array.of(0x90, 0xc2, 0x9a, 0x0c));
+	throwsCode(t, () => parser.next(), "mqtt.protocol", /SUBACK with remaining length 200002/);
+	t.true(parser.buffered < 16);
+	throwsCode(t, () => encodeSubscribe(1, Array.from({length: 65}, (_, i) => ({topic: `t/${i}`, qos: 0 as const}))), "config", /65 topic filters/);
+	t.is(parseAll([generate({cmd: "suback", messageId: 2, granted: new Array(64).fill(1)})])[0].type, "suback");
+});

@@ -352,7 +352,8 @@ export function runFirmware(options: RunOptions): FirmwareRun {
 		lines.push(line);
 		options.onLine?.(line);
 		emitter.emit("line", line);
-		if (line.includes("XS abort")) {
+		// XS's own line, not an event that quotes one (device.reset carries the last abort's reason).
+		if (line.includes("XS abort") && !line.trimStart().startsWith("{")) {
 			failure ??= `the firmware aborted: ${line.trim()}`;
 			emitter.emit("abort", line);
 		}

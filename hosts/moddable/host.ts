@@ -276,6 +276,9 @@ class ModdableConnection implements Connection {
 				case READABLE: {
 					const socket = this._socket;
 					if (!socket || value <= 0) break;
+					// At most 1 KB of one TLS record's plaintext a call (SecureSocket hands a record over in such
+					// pieces), passed on as it is: the MQTT parser copies it once into the payload it assembles,
+					// or skips it, as each piece arrives (src/mqtt/codec.ts), never into a packet-sized buffer.
 					const data = socket.read(ArrayBuffer);
 					if (!data.byteLength) break;
 					if (this._ready) this._handlers.onData(new Uint8Array(data));

@@ -4,12 +4,12 @@
  * take gets the answer that says why (400 not JSON, 413 over the limit, 501 no handler, 500 the
  * handler failed), so that the caller never waits for its timeout.
  */
-import {utf8Decode, utf8Encode} from "../encoding.js";
+import {utf8Encode} from "../encoding.js";
 import type {MqttMessage} from "../mqtt/types.js";
 import type {HubConnection} from "./connection.js";
 import {methodResponseTopic} from "./topics.js";
 import {clip} from "./telemetry.js";
-import {isRecord} from "./twin.js";
+import {isRecord, takeText} from "./twin.js";
 
 export interface MethodRequest {
 	/** The method name as called: `reboot`, or `thermostat1*getMaxMinReport` for a component's command. */
@@ -57,7 +57,8 @@ export class Methods {
 			return;
 		}
 		let payload: unknown = null;
-		const text = utf8Decode(message.payload);
+		const size = message.payload.length;
+		const text = takeText(message);
 		if (text.trim()) {
 			try {
 				payload = JSON.parse(text);
@@ -65,7 +66,7 @@ export class Methods {
 			catch {
 				const reason = `the payload of method ${clip(name, 64)} is not valid JSON`;
 				respond(400, {message: reason});
-				this._hooks.refused({name, status: 400, size: message.payload.length, reason});
+				this._hooks.refused({name, status: 400, size, reason});
 				return;
 			}
 		}

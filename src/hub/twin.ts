@@ -21,6 +21,16 @@ export interface Twin {
 	reported: Record<string, unknown>;
 }
 
+/** A twin document or desired patch the device did not take: larger than maxTwinBytes, skipped unread. */
+export interface TwinRefusal {
+	/** "desired": a desired-properties patch; "document": the twin read after a connect. */
+	readonly kind: "desired" | "document";
+	readonly size: number;
+	readonly limit: number;
+	/** The patch's desired $version, when the topic gave it. */
+	readonly version?: number;
+}
+
 /** What comes with a desired document handed to the application. */
 export interface DesiredInfo {
 	/** The whole desired document (the read after a connect), not a patch. */
@@ -32,7 +42,7 @@ export interface DesiredInfo {
 interface TwinReply {
 	status: number;
 	version?: number;
-	body: Uint8Array;
+	payload: Uint8Array;
 }
 
 interface TwinOp {
@@ -51,6 +61,8 @@ export interface TwinHooks {
 	onDesired?: (patch: Record<string, unknown>, version: number, info: DesiredInfo) => void;
 	/** Problems that do not end the connection. */
 	error(error: AzureIoTError): void;
+	/** A twin document or desired patch over the limit (the error says so in words). */
+	refused(refusal: TwinRefusal, error: AzureIoTError): void;
 	/** The per-connect read finished (or failed and was reported): the client counts as open. */
 	readDone(): void;
 	scrub(text: string): string;
@@ -120,9 +132,13 @@ export class TwinFeature {
 		this._ops.delete(rid);
 		this._adapter.clearTimer(op.timer);
 		if (message.dropped) {
-			op.reject(new AzureIoTError("hub.tooLarge",
-				`The twin reply (${message.size} bytes) is larger than this device takes (maxTwinBytes ${this._hooks.maxTwinBytes}); it was not read. Keep the twin's properties smaller, or raise maxTwinBytes if the heap allows`,
-				{status}));
+			const size = message.size ?? 0;
+			const error = new AzureIoTError("hub.tooLarge",
+				`The twin document (${size} bytes) is larger than this device takes (maxTwinBytes ${this._hooks.maxTwinBytes}); it was not read, and the device keeps the desired values it has. Keep the twin's properties smaller, or raise maxTwinBytes if the heap allows`,
+				{status});
+			// The read after a connect is the device's own: its refusal is reported here, once.
+			if (!op.retry) this._hooks.refused(Object.freeze({kind: "document" as const, size, limit: this._hooks.maxTwinBytes}), error);
+			op.reject(error);
 			return;
 		}
 		if (status >= 300 || status < 200) {
@@ -132,20 +148,25 @@ export class TwinFeature {
 				{status, retriable: status === 429 || status >= 500}));
 			return;
 		}
-		op.resolve({status, version, body: message.payload});
+		op.resolve({status, version, payload: message.payload});
+		message.payload = NO_BYTES;
 	}
 
 	/** A desired-properties update. */
 	onDesiredPatch(topicVersion: number | undefined, message: MqttMessage): void {
 		if (message.dropped) {
-			this._hooks.error(new AzureIoTError("hub.tooLarge",
-				`Ignored a desired-properties update of ${message.size} bytes${topicVersion !== undefined ? ` (version ${topicVersion})` : ""}: larger than this device takes (maxTwinBytes ${this._hooks.maxTwinBytes}). The device keeps the desired values it has. Send smaller patches, or raise maxTwinBytes if the heap allows`,
+			const size = message.size ?? 0;
+			const refusal: TwinRefusal = topicVersion !== undefined
+				? {kind: "desired", size, limit: this._hooks.maxTwinBytes, version: topicVersion}
+				: {kind: "desired", size, limit: this._hooks.maxTwinBytes};
+			this._hooks.refused(Object.freeze(refusal), new AzureIoTError("hub.tooLarge",
+				`Ignored a desired-properties update of ${size} bytes${topicVersion !== undefined ? ` (version ${topicVersion})` : ""}: larger than this device takes (maxTwinBytes ${this._hooks.maxTwinBytes}). The device keeps the desired values it has. Send smaller patches, or raise maxTwinBytes if the heap allows`,
 				{retriable: false}));
 			return;
 		}
 		let patch: unknown;
 		try {
-			patch = JSON.parse(utf8Decode(message.payload));
+			patch = JSON.parse(takeText(message));
 		}
 		catch {
 			patch = undefined;
@@ -219,7 +240,7 @@ export class TwinFeature {
 				this._hooks.readDone();
 			}, (error: AzureIoTError) => {
 				if (!connection.isReady(gen)) return; // the next connection reads again
-				this._hooks.error(error);
+				if (error.code !== "hub.tooLarge") this._hooks.error(error); // a refusal was reported as such
 				this._hooks.readDone();
 				// A twin too large to read stays so until someone shrinks it: no retry loop, the next connection reads again.
 				if (!connection.isReady(gen) || error.code === "hub.tooLarge") return;
@@ -235,7 +256,7 @@ export class TwinFeature {
 function parseTwin(reply: TwinReply): Twin {
 	let doc: unknown;
 	try {
-		doc = JSON.parse(utf8Decode(reply.body));
+		doc = JSON.parse(takeText(reply));
 	}
 	catch {
 		doc = undefined;
@@ -243,6 +264,19 @@ function parseTwin(reply: TwinReply): Twin {
 	if (!isRecord(doc) || !isRecord(doc.desired) || !isRecord(doc.reported))
 		throw new AzureIoTError("hub.badReply", "The twin document from the hub is not JSON of the form {\"desired\":{…},\"reported\":{…}}", {retriable: true});
 	return {desired: doc.desired, reported: doc.reported};
+}
+
+const NO_BYTES = new Uint8Array(0);
+
+/**
+ * The payload as text, taken out of its holder: once decoded the bytes are garbage, so that a
+ * JSON.parse after it holds the text and what it makes, not the bytes as well (on the device the
+ * three at once were what ran out of memory first; bench/limits.ts).
+ */
+export function takeText(holder: {payload: Uint8Array}): string {
+	const bytes = holder.payload;
+	holder.payload = NO_BYTES;
+	return utf8Decode(bytes);
 }
 
 export function isRecord(value: unknown): value is Record<string, unknown> {

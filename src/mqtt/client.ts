@@ -15,12 +15,13 @@
 import type {Connection, HostAdapter, HostError, TimerHandle} from "../host.js";
 import {AzureIoTError, configError} from "../errors.js";
 import {concatBytes, utf8Encode} from "../encoding.js";
-import {DEFAULT_MAX_PACKET_BYTES, encodeConnect, encodeDisconnect, encodePingreq, encodePuback, encodePublish,
+import {DEFAULT_MAX_PACKET_BYTES, MAX_SUBSCRIBE_FILTERS, encodeConnect, encodeDisconnect, encodePingreq, encodePuback, encodePublish,
 	encodePublishHeader, encodeSubscribe, encodeUnsubscribe, packetSize, PacketParser} from "./codec.js";
 import type {ServerPacket} from "./codec.js";
 import type {MqttClientOptions, MqttMessage, MqttSession, PublishOptions, QoS, Subscription} from "./types.js";
 
 const TLS = 0, CONNACK = 1, OPEN = 2, CLOSED = 3;
+const NO_BYTES = new Uint8Array(0);
 
 /** Payloads above this are written after their header rather than copied into one packet. */
 const COPY_LIMIT = 1024;
@@ -278,6 +279,8 @@ export class MqttClient implements MqttSession {
 		return new Promise<QoS[]>((resolve, reject) => {
 			if (!Array.isArray(subscriptions) || !subscriptions.length)
 				return reject(configError("subscriptions", "empty", "Give at least one {topic, qos}"));
+			if (subscriptions.length > MAX_SUBSCRIBE_FILTERS)
+				return reject(configError("subscriptions", `${subscriptions.length} topic filters in one call`, `Subscribe to at most ${MAX_SUBSCRIBE_FILTERS} at a time`));
 			const what = `subscribe to ${subscriptions.map(s => s?.topic).join(", ")}`;
 			if (this._phase === CLOSED) return reject(this._closedError(what));
 			const requested: QoS[] = [];
@@ -371,6 +374,8 @@ export class MqttClient implements MqttSession {
 		if (this._phase === CLOSED || this._phase === TLS) return;
 		// Kept, not copied: the host contract gives the bytes to the core (host.ts).
 		this._parser.push(bytes);
+		// A payload being assembled or skipped takes the bytes now, so the chunk is not held until the read job.
+		this._parser.absorb();
 		if (!this._readQueued && !this._draining) {
 			this._readQueued = true;
 			later(this._readJob);
@@ -456,6 +461,8 @@ export class MqttClient implements MqttSession {
 			return;
 		case "publish": {
 			const message: MqttMessage = {topic: packet.topic, payload: packet.payload, qos: packet.qos, retain: packet.retain, dup: packet.dup};
+			// The message holds the only reference, so a handler that has read the payload can let it go (takeText).
+			packet.payload = NO_BYTES;
 			if (packet.dropped) {
 				message.dropped = true;
 				message.size = packet.size;

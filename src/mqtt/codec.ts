@@ -14,6 +14,13 @@ export const MAX_REMAINING_LENGTH = 268435455;
 
 export const DEFAULT_MAX_PACKET_BYTES = 262144 + 1024;
 
+/**
+ * The most topic filters one SUBSCRIBE carries, and so the most return codes a SUBACK may hold: a
+ * SUBACK's body is the one other than PUBLISH whose size the server chooses, and it is allocated
+ * only once that size has passed this bound.
+ */
+export const MAX_SUBSCRIBE_FILTERS = 64;
+
 const CONNECT = 1, CONNACK = 2, PUBLISH = 3, PUBACK = 4, PUBREC = 5, PUBREL = 6, PUBCOMP = 7, SUBSCRIBE = 8,
 	SUBACK = 9, UNSUBSCRIBE = 10, UNSUBACK = 11, PINGREQ = 12, PINGRESP = 13, DISCONNECT = 14;
 
@@ -161,6 +168,8 @@ export function encodePuback(packetId: number): Uint8Array {
 
 export function encodeSubscribe(packetId: number, subscriptions: readonly {topic: string; qos: QoS}[]): Uint8Array {
 	if (!subscriptions.length) throw new AzureIoTError("config", "subscriptions: empty. Give at least one topic filter.");
+	if (subscriptions.length > MAX_SUBSCRIBE_FILTERS)
+		throw new AzureIoTError("config", `subscriptions: ${subscriptions.length} topic filters, more than the ${MAX_SUBSCRIBE_FILTERS} one SUBSCRIBE may carry here. Subscribe in several calls.`);
 	const topics = subscriptions.map(s => field("topic filter", s.topic));
 	let remaining = 2;
 	for (const t of topics) remaining += 3 + t.length;
@@ -231,6 +240,8 @@ function checkRemaining(first: number, remaining: number): void {
 		throw protocolError(`the server sent a ${NAMES[type]} with remaining length ${remaining}, not ${fixed}`);
 	if (type === SUBACK && remaining < 3)
 		throw protocolError(`the server sent a SUBACK with remaining length ${remaining}, less than the 3 it needs`);
+	if (type === SUBACK && remaining > 2 + MAX_SUBSCRIBE_FILTERS)
+		throw protocolError(`the server sent a SUBACK with remaining length ${remaining}, more return codes than the ${MAX_SUBSCRIBE_FILTERS} topic filters a SUBSCRIBE carries`);
 	if (type === PUBLISH && remaining < 3 + (first & 6 ? 2 : 0))
 		throw protocolError(`the server sent a PUBLISH with remaining length ${remaining}, too short for a topic${first & 6 ? " and packet id" : ""}`);
 }
@@ -356,6 +367,17 @@ export class PacketParser {
 		let n = this._body.length;
 		for (let i = 0; i < this._chunks.length; i++) n += this._chunks[i].length - (i ? 0 : this._offset);
 		return n;
+	}
+
+	/**
+	 * Consumes what it can of a PUBLISH payload being assembled or skipped, without completing a
+	 * packet (that is next()'s): the host's chunks are then released as they arrive, not held until
+	 * the read job runs (a 16 KB TLS record arrives as 16 chunks in one turn). Calls nothing.
+	 */
+	absorb(): void {
+		if (this._error) return;
+		if (this._state === PAYLOAD) this._fill();
+		else if (this._state === SKIP) this._left -= this._skipUpTo(this._left);
 	}
 
 	/** Whether pushed bytes wait to be consumed by next(). */
