@@ -102,12 +102,13 @@ class Unit {
 		return (this.reported()?.deviceUpdate as {service?: {ac?: number; av?: number}} | undefined)?.service;
 	}
 
-	/** Waits until the device reports agent state 0 with `version` installed. */
-	async idleOn(version: string, what = `state 0 on ${version}`): Promise<Agent> {
+	/** Waits until the device reports agent state 0 with `version` installed (given `result`, after the report with that extendedResultCode). */
+	async idleOn(version: string, result?: number): Promise<Agent> {
 		return eventually(() => {
 			const a = this.agent();
+			if (result !== undefined && a?.lastInstallResult?.extendedResultCode !== result) return undefined;
 			return a && a.state === 0 && (JSON.parse(a.installedUpdateId) as {version: string}).version === version ? a : undefined;
-		}, 40_000, what);
+		}, 40_000, `state 0 on ${version}${result !== undefined ? ` after result ${result}` : ""}`);
 	}
 }
 
@@ -144,7 +145,7 @@ test("an update end to end: offered, accepted, downloaded (events at most every 
 	// The running image's update id must be the one imported (same provider and name): give them in code.
 	unit.o.update!.name = update.updateId.name;
 	unit.start();
-	const before = await unit.idleOn(OLD, "the agent report at boot");
+	const before = await unit.idleOn(OLD);
 	t.is(before.workflow, undefined, "no workflow at the first boot");
 	t.deepEqual(JSON.parse(before.installedUpdateId), {provider: MANUFACTURER, name: update.updateId.name, version: OLD});
 	t.is(rig.emulator.devices().find(d => d.deviceId === unit.id)?.modelId, "dtmi:azure:iot:deviceUpdateContractModel;2");
@@ -211,7 +212,7 @@ test("refused: a manifest signed under a root key the device does not trust (a p
 	t.regex(rejected.message as string, /unknown root key id "EMU\./);
 	await settled(deploymentId, "failed");
 	t.like(unit.service(), {ac: 406});
-	const agent = await unit.idleOn(OLD);
+	const agent = await unit.idleOn(OLD, 203);
 	t.like(agent.lastInstallResult, {extendedResultCode: 203});
 	t.is(unit.log.count("update.accepted"), 0);
 	t.is(deploymentState(deploymentId).download.requests, 0, "nothing downloaded");
@@ -247,7 +248,7 @@ test("refused: an update for another model", async t => {
 	t.like(rejected, {code: "adu.incompatible", reason: "incompatible"});
 	t.regex(rejected.message as string, /OtherGadget/);
 	await settled(deploymentId, "failed");
-	t.like((await unit.idleOn(OLD)).lastInstallResult, {extendedResultCode: 301});
+	t.like((await unit.idleOn(OLD, 301)).lastInstallResult, {extendedResultCode: 301});
 });
 
 test("refused: an image larger than the space for it", async t => {
@@ -272,8 +273,8 @@ test("refused: an update whose installedCriteria the device meets already", asyn
 	t.like(await unit.log.waitFor("update.rejected"), {code: "adu.alreadyInstalled", reason: "alreadyInstalled"});
 	await settled(deploymentId, "failed");
 	t.like(unit.service(), {ac: 406});
-	const agent = await unit.idleOn(OLD);
-	t.like(agent.lastInstallResult, {resultCode: 603});
+	const agent = await eventually(() => unit.agent()?.lastInstallResult?.resultCode === 603 ? unit.agent() : undefined, 20_000, "the already-installed report");
+	t.is(agent.state, 0);
 });
 
 test("failed: a corrupted download fails the hash check; nothing is made bootable, and a restart does not try again", async t => {
@@ -288,7 +289,7 @@ test("failed: a corrupted download fails the hash check; nothing is made bootabl
 	await settled(deploymentId, "failed");
 	t.false(fs.existsSync(path.join(unit.imagesDir, "boot.img")), "not made bootable");
 	t.false(fs.existsSync(path.join(unit.imagesDir, "next.img")), "the partial image is dropped");
-	const agent = await unit.idleOn(OLD);
+	const agent = await unit.idleOn(OLD, 403);
 	t.like(agent.lastInstallResult, {extendedResultCode: 403});
 	t.is(unit.log.count("update.installing"), 0);
 	t.is(JSON.parse(fs.readFileSync(unit.storageFile, "utf8"))[LAST_KEY], JSON.stringify({workflowId: rig.emulator.deployment(deploymentId).workflowId, outcome: "failed"}));
@@ -344,7 +345,7 @@ test("rolled back: the new image does not reach the hub in time; the old one rep
 	const failed = await unit.log.waitFor("update.failed");
 	t.like(failed, {code: "adu.rolledBack", reason: "rolledBack"});
 	await settled(deploymentId, "failed");
-	const agent = await unit.idleOn(OLD);
+	const agent = await unit.idleOn(OLD, 405);
 	t.like(agent.lastInstallResult, {extendedResultCode: 405});
 	t.is(JSON.parse(fs.readFileSync(unit.storageFile, "utf8"))[PENDING_KEY], undefined, "the pending record is dealt with");
 	t.is(unit.log.count("update.accepted"), 0, "the same deployment is not taken again");
