@@ -239,7 +239,8 @@ export class DeviceUpdate {
 		this._adapter.clearTimer(this._retryTimer);
 		this._adapter.clearTimer(this._rollbackTimer);
 		this._adapter.clearTimer(this._restartTimer);
-		this._stopDownload(false);
+		// A partial image is of no use to the next start (an OTA handle left open would hold the partition).
+		this._stopDownload(true);
 		this._queue = [];
 	}
 
