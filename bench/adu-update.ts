@@ -35,12 +35,62 @@ const runs = Number(arg("--runs") ?? 2);
 const updateFile = arg("--update");
 const log = (line: string) => process.stderr.write(`bench-adu: ${line}\n`);
 
+type Phase = "verify" | "download" | "hash";
+const PHASES: readonly Phase[] = ["verify", "download", "hash"];
+
 interface UpdateRun {
 	verifyMs: number;
 	downloadBytes: number;
 	downloadMs: number;
 	hashInstallMs: number;
 	memory: PhaseMemory | undefined;
+	phases: Partial<Record<Phase, PhaseMemory>>;
+	/** The lowest "Chunk used" sample of the download: what stays live across its collections. */
+	downloadChunkLow: number;
+}
+
+/**
+ * The instruments lines by update phase (bench/memory.ts's readings, with the phases of an update):
+ * verify from update.offered, download from update.accepted, hash (and install) from the last
+ * update.download, to update.rebooting. A line a second: a short phase may have none.
+ */
+function phaseMemory(lines: readonly string[]): {phases: Partial<Record<Phase, PhaseMemory>>; downloadChunkLow: number} {
+	let keys: string[] | undefined;
+	let phase: Phase | undefined;
+	let downloadChunkLow = Infinity;
+	const out: Partial<Record<Phase, PhaseMemory>> = {};
+	for (const line of lines) {
+		const k = line.indexOf("instruments key: ");
+		if (k >= 0) {
+			keys = line.slice(k + 17).split(",").map(x => x.trim());
+			continue;
+		}
+		const i = line.indexOf("instruments: ");
+		if (i >= 0 && keys && phase) {
+			const n = line.slice(i + 13).split(",").map(Number);
+			const v: Record<string, number> = {};
+			keys.forEach((key, j) => { v[key] = n[j]; });
+			const p = out[phase] ??= {slotHeapBytes: 0, chunkHeapBytes: 0, chunkGrownBytes: 0, stackBytes: 0, slotUsedBytes: 0, chunkUsedBytes: 0, garbageCollections: 0, samples: 0};
+			p.slotHeapBytes = Math.max(p.slotHeapBytes, v["Slot available"] ?? 0);
+			p.chunkGrownBytes = Math.max(p.chunkGrownBytes, v["Chunk available"] ?? 0);
+			p.stackBytes = Math.max(p.stackBytes, v["Stack used"] ?? 0);
+			p.slotUsedBytes = Math.max(p.slotUsedBytes, v["Slot used"] ?? 0);
+			p.chunkUsedBytes = Math.max(p.chunkUsedBytes, v["Chunk used"] ?? 0);
+			p.garbageCollections += v["Garbage collections"] ?? 0;
+			p.samples++;
+			p.chunkHeapBytes = Math.min(p.chunkGrownBytes, p.chunkUsedBytes);
+			if (phase === "download" && v["Chunk used"] !== undefined) downloadChunkLow = Math.min(downloadChunkLow, v["Chunk used"]);
+			continue;
+		}
+		if (line.includes('"event":"update.offered"')) phase = "verify";
+		else if (line.includes('"event":"update.accepted"')) phase = "download";
+		else if (line.includes('"event":"update.download"')) {
+			const e = JSON.parse(line.slice(line.indexOf("{\"event\""))) as DeviceEvent;
+			if (e.bytes === e.total) phase = "hash";
+		}
+		else if (line.includes('"event":"update.rebooting"')) phase = undefined;
+	}
+	return {phases: out, downloadChunkLow};
 }
 
 async function katVerifyMs(sdk: Sdk): Promise<number | undefined> {
@@ -97,6 +147,7 @@ async function oneUpdate(sdk: Sdk, emulator: Emulator, instrumented: Build, imag
 	finally {
 		await run.stop();
 	}
+	if (process.env.BENCH_ADU_LINES) fs.writeFileSync(`${process.env.BENCH_ADU_LINES}.${n}`, lines.join("\n") + "\n");
 	const t = (name: string) => at.get(name) ?? NaN;
 	const report = parseMemory(lines, {chunkInitial: 4096, heapInitialSlots: 256, stackSlots: 4096});
 	return {
@@ -105,6 +156,7 @@ async function oneUpdate(sdk: Sdk, emulator: Emulator, instrumented: Build, imag
 		downloadMs: lastDownload - t("update.accepted"),
 		hashInstallMs: t("update.rebooting") - lastDownload,
 		memory: report.steady,
+		...phaseMemory(lines),
 	};
 }
 
@@ -153,9 +205,11 @@ async function main(): Promise<number> {
 			"|---|---|",
 			`| RS256 check of Microsoft's known-answer signature (2 × RSA-3072, SDK SHA-256), XS, simulator CPU time | ${verifyXs === undefined ? "not measured" : `${verifyXs.toFixed(0)} ms per check (mean of 5)`} |`,
 			`| Deployment received → accepted (signature check and decision, the emulator's RSA-3072 chain), wall time, instrumented build | ${range(results.map(r => r.verifyMs), "ms")} |`,
-			`| Download throughput, plain HTTP from the emulator on the same machine, into the image file (${(size / 1048576).toFixed(1)} MB), instrumented build | ${range(results.map(r => r.downloadBytes / 1024 / (r.downloadMs / 1000)), "KB/s")} |`,
+			`| Download throughput, plain HTTP from the emulator on the same machine, into the image file (${(size / 1048576).toFixed(1)} MB), instrumented build; the simulator's socket reads 1 KB every 20 ms at most (modules/network/socket/lin/modSocket.c), so 50 KB/s is its ceiling, not the ESP32's | ${range(results.map(r => r.downloadBytes / 1024 / (r.downloadMs / 1000)), "KB/s")} |`,
 			`| Hash read back (SHA-256 of the image as stored, 32 KB a turn) and install | ${range(results.map(r => r.hashInstallMs), "ms")} |`,
 			`| XS peak memory from the deployment to the restart (verify, download, hash, install), the firmware as it ships | ${memoryCell(largestOf(results.map(r => r.memory)))} |`,
+			...PHASES.filter(ph => results.some(r => r.phases[ph])).map(ph => `| … of which the samples taken ${ph === "verify" ? "during the signature check and decision" : ph === "download" ? "during the download (the first one follows the signature check: the heaps grew there)" : "during the hash read back and the install"} | ${memoryCell(largestOf(results.map(r => r.phases[ph])))} |`),
+			`| … chunk heap in use after the download's collections (its lowest sample: what stays live while it streams) | ${range(results.map(r => r.downloadChunkLow / 1024), "KB", 1)} |`,
 		];
 		const text = [
 			`Measured ${new Date().toISOString()} in ${Math.round((Date.now() - started) / 1000)} s with \`npx tsx bench/adu-update.ts --runs ${runs}\`; load average before the run ${load}.`,

@@ -24,7 +24,6 @@ export const DEFAULT_IMAGE_CAPACITY = 4 * 1024 * 1024;
 
 export function createFileImageStore(options: FileImageStoreOptions): ImageStore {
 	const dir = path.resolve(options.dir);
-	fs.mkdirSync(dir, {recursive: true});
 	const next = path.join(dir, "next.img");
 	const boot = path.join(dir, "boot.img");
 	let current: FileSink | undefined;
@@ -33,6 +32,7 @@ export function createFileImageStore(options: FileImageStoreOptions): ImageStore
 		begin(size: number): ImageSink {
 			if (!(Number.isInteger(size) && size > 0 && size <= store.capacity)) throw new Error(`an image of ${size} bytes does not fit the ${store.capacity} bytes of the image file`);
 			current?.abort();
+			fs.mkdirSync(dir, {recursive: true});
 			current = new FileSink(next, boot, size);
 			return current;
 		},
