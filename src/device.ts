@@ -23,12 +23,14 @@ import {acknowledgementPatch, alreadyAcknowledged, reportedPatch, writableProper
 import {asError, Lifecycle, type DeviceState, type Identity} from "./device/lifecycle.js";
 import {ReportQueue} from "./device/reports.js";
 import type {DeviceEvent, Platform} from "./device/platform.js";
+import {ADU_CONTRACT_MODEL_ID, DeviceUpdate, resolveUpdateConfig, type UpdateOptions} from "./device/update.js";
 
 export type {CloudMessage, RefusedMessage} from "./hub.js";
 export type {Acknowledgement, WritableProperty} from "./pnp.js";
 export type {DeviceState} from "./device/lifecycle.js";
 export type {DeviceEvent, Platform, ResetInfo} from "./device/platform.js";
 export type {Settings, SettingName} from "./settings.js";
+export type {UpdateOptions} from "./device/update.js";
 
 /** A command (direct method) for the application to answer. */
 export interface CommandRequest {
@@ -84,6 +86,12 @@ export interface DeviceOptions {
 	settings?: Partial<Record<SettingName, unknown>>;
 	/** Report the reason of the last reset (an event and the reported property lastReset). Default true. */
 	reportReset?: boolean;
+	/**
+	 * Device Update for IoT Hub (the `deviceUpdate` component; src/device/update.ts): its fields, or
+	 * true to take them all from the settings (aduManufacturer, aduModel, ...). Left out: on when the
+	 * aduManufacturer setting is set. false: off.
+	 */
+	update?: UpdateOptions | boolean;
 	onStateChange?(this: Device, state: DeviceState, info: StateInfo): void;
 	/**
 	 * A writable property from the twin read after each connect (when its version changed) and from
@@ -117,6 +125,8 @@ function checkOptions(options: DeviceOptions): {modelId?: string; components: re
 	const components = options.components ?? [];
 	if (!Array.isArray(components) || !components.every(c => typeof c === "string" && COMPONENT.test(c)))
 		throw configError("components", "is not a list of component names", "Give the model's component names, e.g. [\"thermostat1\", \"deviceInformation\"]");
+	if (options.update !== undefined && typeof options.update !== "boolean" && (typeof options.update !== "object" || options.update === null))
+		throw configError("update", "is not an object or a boolean", "Pass {manufacturer, model, ...}, true (from the settings) or false");
 	if (options.settings !== undefined) {
 		if (typeof options.settings !== "object" || options.settings === null) throw configError("settings", "is not an object", "Give settings by name, e.g. {intervalMs: 5000}");
 		for (const name of Object.keys(options.settings))
@@ -164,6 +174,7 @@ export class Device {
 	private _early: {body: string | Uint8Array | object; options: TelemetryOptions; callback?: Callback<{messageId: string}>}[] = [];
 	private _queueLimit = 16;
 	private _resetReported = false;
+	private _update: DeviceUpdate | undefined;
 
 	constructor(options: DeviceOptions) {
 		const checked = checkOptions(options);
@@ -292,6 +303,7 @@ export class Device {
 		const error = closedError();
 		for (const e of this._early.splice(0)) this._fail(e.callback, error);
 		this._reports.close(error);
+		this._update?.close();
 		const lifecycle = this._lifecycle;
 		this._lifecycle = undefined;
 		void lifecycle?.stop();
@@ -309,6 +321,7 @@ export class Device {
 		const overrides = this._options.settings ?? {};
 		let settings: Settings;
 		let identity: Identity | undefined;
+		let update: DeviceUpdate | undefined;
 		try {
 			if (p.setupError) throw p.setupError;
 			settings = checkSettings(name => name in overrides ? overrides[name] : p.setting(name), p.settingLabels ?? "name");
@@ -322,6 +335,9 @@ export class Device {
 					fields: {certificates: chain.length ? `${label("x509Cert")}+${label("x509Chain")}` : label("x509Cert"), key: label("x509Key")},
 				};
 			}
+			const u = this._options.update ?? (settings.aduManufacturer !== undefined);
+			if (u !== false)
+				update = new DeviceUpdate(p, resolveUpdateConfig(u, settings, p), {emit: e => this._emit(e), error: e => this._call("onError", e)});
 		}
 		catch (e) {
 			const error = asError(e);
@@ -332,7 +348,9 @@ export class Device {
 		}
 		this._settings = publicSettings(settings);
 		this._queueLimit = settings.queueLimit;
-		this._modelId = modelId ?? settings.modelId;
+		// Without a model of its own, a device with Device Update announces ADU's, as Microsoft's ESP32 sample does.
+		this._modelId = modelId ?? settings.modelId ?? (update ? ADU_CONTRACT_MODEL_ID : undefined);
+		this._update = update;
 		const reset = this._options.reportReset === false ? undefined : p.lastReset?.();
 		if (reset) this._emit({event: "device.reset", ...reset});
 		this._lifecycle = new Lifecycle(p, settings, identity, this._modelId, {
@@ -369,6 +387,7 @@ export class Device {
 
 	private _attach(hub: HubClient): void {
 		this._hub = hub;
+		this._update?.attach(hub);
 		this._reports.attach(hub);
 		for (const e of this._early.splice(0)) this._sendNow(hub, e.body, e.options, e.callback);
 	}
@@ -386,8 +405,17 @@ export class Device {
 
 	// --- what the hub sends ---
 
-	private _onDesired(desired: Record<string, unknown>, version: number, reported: Record<string, unknown> | undefined): void {
-		this._emit({event: "twin.desired", version, keys: Object.keys(desired).filter(k => !k.startsWith("$"))});
+	private _onDesired(patch: Record<string, unknown>, version: number, reported: Record<string, unknown> | undefined): void {
+		this._emit({event: "twin.desired", version, keys: Object.keys(patch).filter(k => !k.startsWith("$"))});
+		let desired = patch;
+		if (this._update && Object.prototype.hasOwnProperty.call(patch, "deviceUpdate")) {
+			// Device Update's component is the agent's, never the application's writable property.
+			const component = patch.deviceUpdate;
+			if (component && typeof component === "object" && Object.prototype.hasOwnProperty.call(component, "service"))
+				this._update.desired(version, (component as Record<string, unknown>).service);
+			desired = {...patch};
+			delete desired.deviceUpdate;
+		}
 		const handler = this._options.onWritable;
 		if (!handler) return;
 		for (const property of writableProperties(desired, version, this._components)) {
@@ -459,6 +487,7 @@ export class Device {
 		if (this._state === "closed" || (state === this._state && state !== "disconnected")) return;
 		this._state = state;
 		this._reports.connected = state === "connected";
+		this._update?.setConnected(state === "connected");
 		this._call("onStateChange", state, info);
 	}
 

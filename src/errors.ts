@@ -30,7 +30,17 @@ export type ErrorCode =
 	| "hub.closed"        // the client was closed
 	| "hub.tooLarge"      // the hub sent more than the device's limit for that kind of message: refused, not buffered
 	| "device.closed"     // the Device was closed
-	| "queue.full";       // the outbound queue is full: the message was not accepted
+	| "queue.full"        // the outbound queue is full: the message was not accepted
+	// Device Update (src/device/update.ts): why an update was refused or failed; the reason is in the event.
+	| "adu.request"       // the deployment request or its manifest could not be read
+	| "adu.signature"     // the manifest's signature was refused (JWS chain, root key, hash of the manifest)
+	| "adu.incompatible"  // not for this device: compatibility, steps, handler, files, no URL, refused by the application
+	| "adu.alreadyInstalled" // the device runs what the update installs
+	| "adu.tooLarge"      // the image does not fit the space for it
+	| "adu.download"      // the download failed (after its resumes) or had the wrong size
+	| "adu.hash"          // the image as written does not have the signed SHA-256
+	| "adu.install"       // the image could not be made bootable
+	| "adu.rolledBack";   // the new image did not reach the hub in time: the device went back to the old one
 
 export class AzureIoTError extends Error {
 	readonly code: ErrorCode;

@@ -296,6 +296,16 @@ export class HubClient {
 	}
 
 	/**
+	 * Sends a reported-properties patch given as JSON text, sent as it is: for payloads written to
+	 * match another SDK's bytes (Device Update's, src/adu/agent.ts). Resolves with the new $version.
+	 */
+	updateReportedJson(json: string): Promise<number> {
+		if (typeof json !== "string" || !json.startsWith("{"))
+			return Promise.reject(configError("patch", "is not JSON object text", "Pass the patch as the text of a JSON object"));
+		return this._twin.report(json);
+	}
+
+	/**
 	 * Points the client at another hub or device (after re-provisioning) and reconnects at once.
 	 * Queued telemetry is kept and goes to the new hub.
 	 */

@@ -40,6 +40,23 @@ export interface Settings {
 	x509Cert?: Uint8Array;
 	x509Chain?: Uint8Array;
 	x509Key?: Uint8Array;
+	/** Device Update (src/device/update.ts): what the device is (the manifests' compatibility) and what its image is (its update id). */
+	aduManufacturer?: string;
+	aduModel?: string;
+	/** The update id of the running image: provider and name (default manufacturer and model); its version is firmwareVersion. */
+	aduProvider?: string;
+	aduName?: string;
+	/** A root key trusted besides Microsoft's: the emulator's, {kid, n, e}, in builds for it only. */
+	aduRootKey?: AduRootKeySetting;
+	/** A new image that has not reached the hub after this long goes back to the previous one (ESP32). */
+	aduRollbackMs: number;
+}
+
+export interface AduRootKeySetting {
+	readonly kid: string;
+	/** Standard base64 of the modulus and the exponent. */
+	readonly n: string;
+	readonly e: string;
 }
 
 export type SettingName = keyof Settings;
@@ -76,6 +93,22 @@ function text(max: number, fallback?: string): (value: unknown, field: string) =
 		if (typeof value !== "string" || value.length > most) throw configError(field, `is not a string of at most ${most} characters`, "Give it as text");
 		return value;
 	};
+}
+
+function rootKey(value: unknown, field: string): AduRootKeySetting {
+	let v = value;
+	if (typeof v === "string") {
+		try {
+			v = JSON.parse(v);
+		}
+		catch {
+			v = undefined;
+		}
+	}
+	const k = v as Record<string, unknown> | undefined;
+	if (!k || typeof k !== "object" || typeof k.kid !== "string" || !k.kid || typeof k.n !== "string" || typeof k.e !== "string")
+		throw configError(field, "is not a root key {\"kid\",\"n\",\"e\"}", "Give the emulator's aduRootKey (its adu-root-key.json) as it prints it, or leave it out for Microsoft's keys only");
+	return Object.freeze({kid: k.kid, n: k.n, e: k.e});
 }
 
 function spec(s: Spec): Spec {
@@ -116,6 +149,13 @@ export const SETTINGS: Readonly<Record<SettingName, Spec>> = Object.freeze({
 	x509Cert: spec({file: "dps.x509.certificate", check: optional(der), bytes: true}),
 	x509Chain: spec({file: "dps.x509.chain", check: optional(der), bytes: true}),
 	x509Key: spec({file: "dps.x509.key", check: optional(der), secret: true, bytes: true}),
+	aduManufacturer: spec({file: "update.manufacturer", check: text(64), buildOnly: true}),
+	aduModel: spec({file: "update.model", check: text(64), buildOnly: true}),
+	aduProvider: spec({file: "update.provider", check: text(64), buildOnly: true}),
+	aduName: spec({file: "update.name", check: text(64), buildOnly: true}),
+	// Build-only: nothing in storage may widen what the device trusts.
+	aduRootKey: spec({file: "update.emulatorRootKey", check: optional(rootKey), buildOnly: true}),
+	aduRollbackMs: spec({file: "update.rollbackMs", check: number(10_000, 24 * 3600 * 1000, 300_000)}),
 });
 
 export const SETTING_NAMES = Object.freeze(Object.keys(SETTINGS) as SettingName[]);

@@ -85,6 +85,8 @@ export function firmwareSettings(device: DeviceFile): FirmwareSettings {
 		if (value === undefined) continue;
 		if (SETTINGS[name].bytes) out[name] = value as Uint8Array;
 		else if (Array.isArray(value)) out[name] = value.join(",");
+		// An object (update.emulatorRootKey): mc/config holds it as its JSON text, which the setting's check reads.
+		else if (value && typeof value === "object") out[name] = JSON.stringify(value);
 		else out[name] = typeof value === "number" ? value : String(value);
 	}
 	return out;

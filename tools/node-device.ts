@@ -2,12 +2,15 @@
  * `npm run device -- [--app DIR] --config device.json`: an application on the Node host (default
  * the reference firmware's). Not the firmware: the same TypeScript the firmware runs, with Node's
  * TLS and timers in place of the SDK's, for machines without the SDK. `azure-iot/platform` and
- * `timer` resolve to hosts/node/ through tsconfig.json's paths.
+ * `timer` resolve to hosts/node/ through tsconfig.json's paths. Device Update images are written to
+ * <state>.images/ (boot.img once verified); the restart it asks for ends the process: started again,
+ * the same code runs, which reports that it is not the new image (state 255, then 0 on its version).
  */
 import {Command} from "commander";
 import * as path from "node:path";
 import {pathToFileURL} from "node:url";
 import {configurePlatform} from "../hosts/node/platform.js";
+import {createFileImageStore} from "../hosts/node/images.js";
 import {resolveApp} from "./app.js";
 import {loadDeviceFile} from "./device-config.js";
 
@@ -24,7 +27,12 @@ try {
 	const app = resolveApp(options.app);
 	const file = loadDeviceFile(options.config);
 	(globalThis as {trace?: (...v: unknown[]) => void}).trace = (...values: unknown[]) => process.stdout.write(values.map(String).join(""));
-	configurePlatform({roots: file.roots, deviceFile: file.json, storageFile: path.resolve(options.state)});
+	const images = createFileImageStore({dir: path.resolve(options.state) + ".images"});
+	const reboot = () => {
+		console.error("device: restart asked for; exiting (run it again to start the device anew)");
+		process.exit(0);
+	};
+	configurePlatform({roots: file.roots, deviceFile: file.json, storageFile: path.resolve(options.state), images, reboot});
 	process.on("SIGINT", () => process.exit(0));
 	process.on("SIGTERM", () => process.exit(0));
 	const module = await import(pathToFileURL(app.main).href) as {default?: unknown};

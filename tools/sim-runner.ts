@@ -419,35 +419,7 @@ export function runFirmware(options: RunOptions): FirmwareRun {
 		get exited() { return exited; },
 		get failure() { return failure; },
 		waitFor(event, o = {}) {
-			const match = typeof event === "string" ? (e: DeviceEvent) => e.event === event : event;
-			const name = typeof event === "string" ? `event "${event}"` : "the expected event";
-			const found = events.slice(o.since ?? 0).find(match);
-			if (found) return Promise.resolve(found);
-			if (failure) return Promise.reject(new Error(`${failure} before ${name}\n${tail(lines)}`));
-			return new Promise<DeviceEvent>((resolve, reject) => {
-				const cleanup = () => {
-					clearTimeout(timer);
-					emitter.off("event", onEvent);
-					emitter.off("abort", onFail);
-					emitter.off("exit", onFail);
-				};
-				const onEvent = (e: DeviceEvent) => {
-					if (!match(e)) return;
-					cleanup();
-					resolve(e);
-				};
-				const onFail = () => {
-					cleanup();
-					reject(new Error(`${failure} before ${name}\n${tail(lines)}`));
-				};
-				const timer = setTimeout(() => {
-					cleanup();
-					reject(new Error(`${name} did not come within ${(o.timeoutMs ?? 60000) / 1000} s\n${tail(lines)}`));
-				}, o.timeoutMs ?? 60000);
-				emitter.on("event", onEvent);
-				emitter.on("abort", onFail);
-				emitter.on("exit", onFail);
-			});
+			return waitForEvent({events, lines, emitter, failure: () => failure}, event, o);
 		},
 		stop() {
 			stopping ??= (async () => {
@@ -468,6 +440,183 @@ export function runFirmware(options: RunOptions): FirmwareRun {
 	};
 	live.add(run);
 	emitter.once("exit", () => live.delete(run));
+	return run;
+}
+
+/** FirmwareRun.waitFor over any run's events: resolves with the first match, rejects on timeout, abort or exit. */
+function waitForEvent(source: {events: readonly DeviceEvent[]; lines: readonly string[]; emitter: EventEmitter; failure(): string | undefined}, event: string | ((e: DeviceEvent) => boolean), o: {timeoutMs?: number; since?: number}): Promise<DeviceEvent> {
+	const {events, lines, emitter} = source;
+	const match = typeof event === "string" ? (e: DeviceEvent) => e.event === event : event;
+	const name = typeof event === "string" ? `event "${event}"` : "the expected event";
+	const found = events.slice(o.since ?? 0).find(match);
+	if (found) return Promise.resolve(found);
+	if (source.failure()) return Promise.reject(new Error(`${source.failure()} before ${name}\n${tail(lines)}`));
+	return new Promise<DeviceEvent>((resolve, reject) => {
+		const cleanup = () => {
+			clearTimeout(timer);
+			emitter.off("event", onEvent);
+			emitter.off("abort", onFail);
+			emitter.off("exit", onFail);
+		};
+		const onEvent = (e: DeviceEvent) => {
+			if (!match(e)) return;
+			cleanup();
+			resolve(e);
+		};
+		const onFail = () => {
+			cleanup();
+			reject(new Error(`${source.failure()} before ${name}\n${tail(lines)}`));
+		};
+		const timer = setTimeout(() => {
+			cleanup();
+			reject(new Error(`${name} did not come within ${(o.timeoutMs ?? 60000) / 1000} s\n${tail(lines)}`));
+		}, o.timeoutMs ?? 60000);
+		emitter.on("event", onEvent);
+		emitter.on("abort", onFail);
+		emitter.on("exit", onFail);
+	});
+}
+
+export interface UpdatableRunOptions extends RunOptions {
+	/**
+	 * A new image that has not printed hub.connected this long after it started is stopped and the
+	 * previous image started instead, as ESP-IDF's bootloader goes back to the previous app when a
+	 * new one restarts unconfirmed. Default 120 s.
+	 */
+	rollbackMs?: number;
+}
+
+export interface Boot {
+	/** The mc.so started. */
+	image: string;
+	/** "start" (the first), "restart" (asked for, nothing new installed), "update" (the installed image), "rollback" (back to the previous one). */
+	reason: "start" | "restart" | "update" | "rollback";
+	/** Index of the first event of this boot in FirmwareRun.events. */
+	since: number;
+}
+
+export interface UpdatableRun extends FirmwareRun {
+	/** Every start of the simulator so far. */
+	readonly boots: readonly Boot[];
+}
+
+/**
+ * Runs the firmware as a device with two OTA slots would run: when it prints sim.restart (its
+ * Device Update image store, hosts/sim/images.ts, after making an image bootable), the simulator is
+ * stopped and started again, with the image it wrote (update.img in the run directory, copied to
+ * images/) if it wrote one; that image is on probation until it prints hub.connected, and is
+ * replaced by the previous one when it does not within rollbackMs. Events and lines of every boot
+ * are in one run, in order; "boot" is emitted with each Boot.
+ */
+export function runUpdatableFirmware(options: UpdatableRunOptions): UpdatableRun {
+	const sdk = options.sdk ?? findSdk();
+	const ownRunDir = !options.runDir;
+	const runDir = options.runDir ?? fs.mkdtempSync(path.join(os.tmpdir(), "azure-sim-run-"));
+	const imagesDir = path.join(runDir, "images");
+	fs.mkdirSync(imagesDir, {recursive: true});
+	const rollbackMs = options.rollbackMs ?? 120_000;
+	const emitter = new EventEmitter();
+	emitter.setMaxListeners(100);
+	const lines: string[] = [];
+	const events: DeviceEvent[] = [];
+	const boots: Boot[] = [];
+	let current: FirmwareRun | undefined;
+	let image = options.soPath;
+	let previous: string | undefined;
+	let probation: NodeJS.Timeout | undefined;
+	let failure: string | undefined;
+	let exited = false;
+	let stopping = false;
+	let switching: Promise<void> | undefined;
+	let installed = 0;
+
+	const boot = (reason: Boot["reason"]) => {
+		boots.push({image, reason, since: events.length});
+		const run = current = runFirmware({
+			soPath: image, runDir, sdk,
+			...(reason === "start" ? {fresh: options.fresh, preferences: options.preferences} : {}),
+			onLine: line => {
+				lines.push(line);
+				options.onLine?.(line);
+				emitter.emit("line", line);
+			},
+		});
+		emitter.emit("boot", boots[boots.length - 1]);
+		run.emitter.on("event", (e: DeviceEvent) => {
+			events.push(e);
+			emitter.emit("event", e);
+			if (e.event === "hub.connected" && probation) {
+				clearTimeout(probation);
+				probation = undefined;
+				previous = undefined; // confirmed: the old image is not gone back to any more
+			}
+			if (e.event === "sim.restart") switchTo(() => restart());
+		});
+		run.emitter.on("abort", (line: string) => {
+			failure ??= run.failure;
+			emitter.emit("abort", line);
+		});
+		run.emitter.on("exit", (code: number) => {
+			if (run !== current || stopping || switching) return;
+			exited = true;
+			failure ??= run.failure;
+			emitter.emit("exit", code);
+		});
+	};
+
+	/** One switch of image at a time: the old simulator is stopped before the next starts. */
+	const switchTo = (next: () => void) => {
+		const old = current;
+		switching = (async () => {
+			await old?.stop();
+			if (!stopping) next();
+			switching = undefined;
+		})();
+	};
+
+	const restart = () => {
+		const ready = path.join(runDir, "update.ready");
+		const written = path.join(runDir, "update.img");
+		if (!fs.existsSync(ready) || !fs.existsSync(written)) {
+			boot("restart");
+			return;
+		}
+		const slot = path.join(imagesDir, `image-${++installed}.so`);
+		fs.renameSync(written, slot);
+		fs.rmSync(ready, {force: true});
+		previous = image;
+		image = slot;
+		boot("update");
+		probation = setTimeout(() => {
+			probation = undefined;
+			if (stopping || !previous) return;
+			image = previous;
+			previous = undefined;
+			switchTo(() => boot("rollback"));
+		}, rollbackMs);
+	};
+
+	boot("start");
+	const run: UpdatableRun = {
+		get pid() { return current?.pid ?? -1; },
+		runDir,
+		lines,
+		events,
+		emitter,
+		boots,
+		get exited() { return exited; },
+		get failure() { return failure; },
+		waitFor(event, o = {}) {
+			return waitForEvent({events, lines, emitter, failure: () => failure}, event, o);
+		},
+		async stop() {
+			stopping = true;
+			clearTimeout(probation);
+			await switching;
+			await current?.stop();
+			if (ownRunDir) fs.rmSync(runDir, {recursive: true, force: true});
+		},
+	};
 	return run;
 }
 

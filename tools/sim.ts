@@ -8,13 +8,15 @@
  * tool is missing, or device.json is invalid (the message names the field).
  *
  * The device's storage (cached DPS assignment, boot count) is kept in <build dir>/device, so a
- * second run starts from the cached hub as a rebooted device would; --fresh forgets it.
+ * second run starts from the cached hub as a rebooted device would; --fresh forgets it. A restart
+ * the firmware asks for after a Device Update starts the simulator again with the image it installed
+ * (tools/sim-runner.ts runUpdatableFirmware).
  */
 import {Command, InvalidArgumentError} from "commander";
 import * as path from "node:path";
 import {resolveApp} from "./app.js";
 import {firmwareSettings, loadDeviceFile} from "./device-config.js";
-import {REPO_ROOT, BuildError, SdkMissingError, buildFirmware, findSdk, runFirmware, type FirmwareRun} from "./sim-runner.js";
+import {REPO_ROOT, BuildError, SdkMissingError, buildFirmware, findSdk, runUpdatableFirmware, type FirmwareRun} from "./sim-runner.js";
 
 function seconds(value: string): number {
 	const n = Number(value);
@@ -87,7 +89,8 @@ async function main(): Promise<number> {
 	}
 	console.error(`sim: built in ${build.seconds.toFixed(1)} s; starting the simulator`);
 
-	const run: FirmwareRun = runFirmware({
+	// Kept running across a restart the firmware asks for, into the image a Device Update installed (and back, if it does not reach the hub).
+	const run: FirmwareRun = runUpdatableFirmware({
 		sdk,
 		soPath: build.soPath,
 		runDir: path.join(buildDir, "device"),

@@ -5,6 +5,7 @@
 import type {Board} from "azure-iot/platform";
 import {connectNetwork, createStation, syncClock} from "azure-iot/esp32/network";
 import {resetReason, restart} from "azure-iot/esp32/system";
+import {createImageStore} from "azure-iot/esp32/images";
 
 export function createBoard(): Board {
 	const station = createStation();
@@ -15,5 +16,6 @@ export function createBoard(): Board {
 		syncClock: (servers: readonly string[], log?: (line: string) => void) => syncClock({servers, log}),
 		reboot: () => restart(),
 		resetReason: () => resetReason(),
+		images: () => createImageStore(),
 	});
 }

@@ -21,10 +21,11 @@
  */
 import config from "mc/config";
 import SecureSocket from "securesocket";
+import {Socket} from "socket";
 import Timer from "timer";
 import {Digest} from "crypt";
 import HMAC from "hmac";
-import type {Connection, ConnectionHandlers, ConnectOptions, HostAdapter, HostError, Storage, TimerHandle} from "azure-iot/host";
+import type {Connection, ConnectionHandlers, ConnectOptions, HostAdapter, HostError, Sha256, Storage, TimerHandle} from "azure-iot/host";
 
 // Socket callback messages (modules/network/socket/socket.js).
 const CONNECTED = 1, READABLE = 2, WRITABLE = 3, DISCONNECTED = -1;
@@ -35,6 +36,8 @@ const CONNECTED = 1, READABLE = 2, WRITABLE = 3, DISCONNECTED = -1;
  * is 8192, less whatever is still unacknowledged).
  */
 const MAX_CHUNK = 2048;
+/** Plain TCP reads are taken at most this much at a time (a TLS record is at most 16 KB; a plain read has no such bound). */
+const MAX_READ = 4096;
 
 /** What SecureSocket has beyond its published typings: the members this file relies on. */
 interface SecureSocketInternals {
@@ -348,6 +351,141 @@ class ModdableConnection implements Connection {
 	}
 }
 
+/**
+ * Plain TCP (ConnectOptions.secure false): for Device Update's http:// file URLs only, whose images
+ * are trusted for their signed hash. The same rules as the TLS connection: onConnect on a fresh
+ * stack, the socket closed on the next turn (see PinnedSecureSocket.close), writes cut to what the
+ * socket takes.
+ */
+class PlainConnection implements Connection {
+	private _socket: TcpSocket | undefined;
+	private _handlers: ConnectionHandlers;
+	private _where: string;
+	private _queue: Uint8Array[] = [];
+	private _connected = false;
+	private _received = false;
+	private _closed = false;
+	private _log: ((line: string) => void) | undefined;
+
+	constructor(options: ConnectOptions, handlers: ConnectionHandlers, log: ((line: string) => void) | undefined) {
+		this._handlers = handlers;
+		this._where = `${options.host}:${options.port}`;
+		this._log = log;
+		try {
+			this._socket = new Socket({host: options.host, port: options.port, noDelay: true}) as unknown as TcpSocket;
+		}
+		catch (e) {
+			const error: HostError = {kind: "refused", message: `cannot connect to ${this._where}: ${errorText(e)}`};
+			Timer.set(() => this._report(error));
+			return;
+		}
+		this._socket.callback = (message, value) => this._onSocket(message, value ?? 0);
+	}
+
+	write(bytes: Uint8Array): void {
+		if (this._closed || !this._socket) throw new Error("connection closed");
+		if (bytes.length) this._queue.push(bytes);
+		if (this._connected) this._flush();
+	}
+
+	close(): void {
+		if (this._closed) return;
+		this._closed = true;
+		this._queue = [];
+		const socket = this._socket;
+		this._socket = undefined;
+		if (socket) Timer.set(() => {
+			try {
+				socket.close();
+			}
+			catch {
+				// torn down underneath already
+			}
+		});
+	}
+
+	private _onSocket(message: number, value: number): void {
+		if (this._closed) return;
+		try {
+			if (message === CONNECTED) {
+				this._connected = true;
+				Timer.set(() => {
+					if (this._closed) return;
+					try {
+						this._handlers.onConnect();
+						this._flush();
+					}
+					catch (e) {
+						this._fail(e);
+					}
+				});
+			}
+			else if (message === READABLE) {
+				// In pieces: what lwIP holds may be larger than a chunk the application's heap can spare at once.
+				for (let left = value; left > 0 && !this._closed && this._socket;) {
+					const data = this._socket.read(ArrayBuffer, Math.min(left, MAX_READ)) as ArrayBuffer;
+					if (!data.byteLength) break;
+					left -= data.byteLength;
+					this._received = true;
+					this._handlers.onData(new Uint8Array(data));
+				}
+			}
+			else if (message === WRITABLE) this._flush();
+			else if (message < 0) {
+				if (!this._received && !this._connected) this._report({kind: "refused", message: `cannot connect to ${this._where}: refused, unreachable or the name did not resolve`});
+				else this._report(message === DISCONNECTED ? {kind: "closed", message: `connection closed by ${this._where}`} : {kind: "reset", message: `connection to ${this._where} was reset`});
+			}
+		}
+		catch (e) {
+			this._fail(e);
+		}
+	}
+
+	private _flush(): void {
+		const socket = this._socket;
+		while (socket && !this._closed && this._queue.length) {
+			let available: number;
+			try {
+				available = socket.write();
+			}
+			catch (e) {
+				// On Linux a refused connect() still shows as "connected"; the first write then fails.
+				this._report(this._received ? {kind: "reset", message: `connection to ${this._where} failed: ${errorText(e)}`} : {kind: "refused", message: `cannot connect to ${this._where}: ${errorText(e)}`});
+				return;
+			}
+			if (available <= 0) return;
+			const head = this._queue[0];
+			const size = Math.min(available, MAX_CHUNK, head.length);
+			try {
+				socket.write(exactBuffer(size === head.length ? head : head.subarray(0, size)));
+			}
+			catch (e) {
+				this._report(this._received ? {kind: "reset", message: `connection to ${this._where} failed: ${errorText(e)}`} : {kind: "refused", message: `cannot connect to ${this._where}: ${errorText(e)}`});
+				return;
+			}
+			if (size === head.length) this._queue.shift();
+			else this._queue[0] = head.subarray(size);
+		}
+	}
+
+	private _fail(e: unknown): void {
+		const text = errorText(e);
+		this._log?.(`connection handler threw: ${text}`);
+		this._report({kind: "io", message: `connection to ${this._where} closed after an internal error: ${text}`});
+	}
+
+	private _report(error: HostError): void {
+		if (this._closed) return;
+		this.close();
+		try {
+			this._handlers.onClose(error);
+		}
+		catch (e) {
+			this._log?.(`onClose handler threw: ${errorText(e)}`);
+		}
+	}
+}
+
 export interface ModdableHostOptions {
 	/** Persistent storage: hosts/moddable/storage's PreferenceStorage on the device. None: nothing is cached across boots. */
 	storage?: Storage;
@@ -360,7 +498,7 @@ export interface ModdableHostOptions {
 export function createModdableHost(options: ModdableHostOptions = {}): HostAdapter {
 	const log = options.log ?? ((line: string) => trace(line + "\n"));
 	return Object.freeze({
-		connect: (o: ConnectOptions, h: ConnectionHandlers): Connection => new ModdableConnection(o, h, log),
+		connect: (o: ConnectOptions, h: ConnectionHandlers): Connection => o.secure === false ? new PlainConnection(o, h, log) : new ModdableConnection(o, h, log),
 		setTimer(callback: () => void, ms: number): TimerHandle {
 			// An exception escaping a timer callback aborts the VM: contain it and say so.
 			return Timer.set(() => {
@@ -379,6 +517,14 @@ export function createModdableHost(options: ModdableHostOptions = {}): HostAdapt
 		random: options.random ?? (() => Math.random()),
 		hmacSha256(key: Uint8Array, message: Uint8Array): Uint8Array {
 			return new Uint8Array(new HMAC(new Digest("SHA256"), exactBuffer(key)).process(exactBuffer(message)));
+		},
+		sha256(): Sha256 {
+			const digest = new Digest("SHA256");
+			return {
+				// The native takes any buffer view (xsmcGetBufferReadable): no copy of each chunk.
+				update: (bytes: Uint8Array) => digest.write(bytes as unknown as ArrayBuffer),
+				digest: () => new Uint8Array(digest.close()),
+			};
 		},
 		storage: options.storage,
 		log,

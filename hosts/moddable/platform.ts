@@ -21,6 +21,7 @@ import {PreferenceStorage} from "azure-iot/moddable/storage";
 import {SETTINGS, type SettingName} from "azure-iot/settings";
 import {AzureIoTError, configError} from "azure-iot/errors";
 import type {DeviceEvent, Platform, ResetInfo} from "azure-iot/device";
+import type {ImageStore} from "azure-iot/host";
 
 /** What differs between the ESP32 and the simulator (hosts/esp32/board.ts, hosts/sim/board.ts). */
 export interface Board {
@@ -32,6 +33,8 @@ export interface Board {
 	resetReason?(): string | undefined;
 	/** Replaces Math.random for the host where that is not random enough. */
 	random?(): number;
+	/** Device Update: where images go (the OTA partitions on the ESP32, a file on the simulator). */
+	images?(): ImageStore;
 }
 
 export interface PlatformOptions {
@@ -124,6 +127,7 @@ export function createPlatform(options: PlatformOptions = {}): Platform {
 		connectNetwork: board.connectNetwork && (network => board.connectNetwork!({...network, log})),
 		syncClock: board.syncClock && (servers => board.syncClock!(servers, log)),
 		reboot: board.reboot,
+		images: board.images?.(),
 		lastReset(): ResetInfo | undefined {
 			const reason = board.resetReason?.();
 			const detail = stored(domain, LAST_ABORT);

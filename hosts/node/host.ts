@@ -5,8 +5,9 @@
  */
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
+import * as net from "node:net";
 import * as tls from "node:tls";
-import type {Connection, ConnectionHandlers, ConnectOptions, HostAdapter, HostError, Storage} from "../../src/host.js";
+import type {Connection, ConnectionHandlers, ConnectOptions, HostAdapter, HostError, Sha256, Storage} from "../../src/host.js";
 
 export interface NodeHostOptions {
 	/** JSON file for Storage; omitted: kept in memory. */
@@ -59,10 +60,20 @@ function clientIdentity(options: ConnectOptions): Pick<tls.ConnectionOptions, "c
 
 class NodeConnection implements Connection {
 	/** Absent when the connection could not even be attempted (a client identity node:tls refused). */
-	#socket: tls.TLSSocket | undefined;
+	#socket: net.Socket | undefined;
 	#closed = false;
 
 	constructor(options: ConnectOptions, handlers: ConnectionHandlers) {
+		if (options.secure === false) {
+			// Plain TCP: Device Update's http:// file URLs (the image is checked against its signed hash).
+			const socket = this.#socket = net.connect({host: options.host, port: options.port});
+			socket.setNoDelay(true);
+			socket.on("connect", () => {
+				if (!this.#closed) handlers.onConnect();
+			});
+			this.#wire(socket, handlers);
+			return;
+		}
 		if (!options.roots.length) throw new Error("no trusted roots given: refusing to connect without a pinned root");
 		let secureContext: tls.SecureContext;
 		try {
@@ -92,6 +103,10 @@ class NodeConnection implements Connection {
 		socket.on("secureConnect", () => {
 			if (!this.#closed) handlers.onConnect();
 		});
+		this.#wire(socket, handlers);
+	}
+
+	#wire(socket: net.Socket, handlers: ConnectionHandlers): void {
 		socket.on("data", (data: Buffer) => {
 			if (!this.#closed) handlers.onData(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
 		});
@@ -156,6 +171,10 @@ export function createNodeHost(options: NodeHostOptions = {}): HostAdapter {
 		now: options.now ?? (() => Date.now()),
 		random: () => Math.random(),
 		hmacSha256: (key: Uint8Array, message: Uint8Array) => new Uint8Array(crypto.createHmac("sha256", key).update(message).digest()),
+		sha256: (): Sha256 => {
+			const h = crypto.createHash("sha256");
+			return {update: bytes => { h.update(bytes); }, digest: () => new Uint8Array(h.digest())};
+		},
 		storage: options.storageFile ? new FileStorage(options.storageFile) : new MemoryStorage(),
 		log: options.log,
 	});

@@ -7,6 +7,7 @@
  * runner configured.
  */
 import type {DeviceEvent, Platform, ResetInfo} from "../../src/device/platform.js";
+import type {ImageStore} from "../../src/host.js";
 import {settingsFromFile, type SettingLabels, type SettingName} from "../../src/settings.js";
 import {createNodeHost, type NodeHostOptions} from "./host.js";
 
@@ -20,6 +21,8 @@ export interface NodePlatformOptions extends NodeHostOptions {
 	print?: (line: string) => void;
 	reboot?: () => void;
 	lastReset?: () => ResetInfo | undefined;
+	/** Device Update: where images go (hosts/node/images.ts createFileImageStore). */
+	images?: ImageStore;
 }
 
 export function createNodePlatform(options: NodePlatformOptions): Platform {
@@ -35,6 +38,7 @@ export function createNodePlatform(options: NodePlatformOptions): Platform {
 		print: options.print ?? (line => console.log(line)),
 		reboot: options.reboot,
 		lastReset: options.lastReset,
+		images: options.images,
 	});
 }
 

@@ -94,8 +94,8 @@ export type AduOutput =
 	| {readonly type: "install"; readonly ticket: number; readonly pending: PendingUpdate}
 	/** Restart once the reports before it have been acknowledged by the hub. */
 	| {readonly type: "restart"}
-	/** Persist the record and hand it back in the next "boot". */
-	| {readonly type: "remember"; readonly record: WorkflowRecord}
+	/** Persist the record and hand it back in the next "boot"; reason and message say why a workflow did not succeed. */
+	| {readonly type: "remember"; readonly record: WorkflowRecord; readonly reason?: ReasonName; readonly message?: string}
 	/** The pending update has been dealt with: delete it from storage. */
 	| {readonly type: "forgetPending"}
 	| {readonly type: "log"; readonly message: string};
@@ -207,6 +207,8 @@ function boot(s: AduState, input: Extract<AduInput, {type: "boot"}>, out: AduOut
 		out.push({type: "log", message});
 		out.push(report(next, AgentState.failed, workflow, result(ResultCode.failure, Reason.rolledBack, message, stepCount)));
 		out.push(report(next, AgentState.idle, workflow));
+		out.push({type: "remember", record: last, reason: "rolledBack", message});
+		return {...next, last};
 	}
 	out.push({type: "remember", record: last});
 	return {...next, last};
@@ -282,7 +284,7 @@ function decided(s: AduState, job: Job, d: HostDecision, out: AduOutput[]): AduS
 			const workflow = job.request.workflow;
 			out.push({type: "ack", payload: serviceAckPayload(job.version, false)});
 			out.push({type: "log", message: `workflow ${workflow.id}: ${d.message}`});
-			const next = remember(idle(s), recordOf(workflow, "refused"), out);
+			const next = remember(idle(s), recordOf(workflow, "refused"), out, d.reason, d.message);
 			out.push(report(next, AgentState.idle, workflow, result(d.resultCode, d.extendedResultCode, d.message, job.manifest?.steps.length ?? 0)));
 			return next;
 		}
@@ -313,15 +315,15 @@ function failed(s: AduState, job: Job, reason: ReasonName, message: string, out:
 function failure(s: AduState, job: Job, reason: ReasonName, message: string, outcome: "failed" | "refused", resultCode: number, out: AduOutput[]): AduState {
 	const workflow = job.request.workflow;
 	out.push({type: "log", message: `workflow ${workflow.id} ${outcome} (${reason}): ${message}`});
-	const next = remember(idle(s), recordOf(workflow, outcome), out);
+	const next = remember(idle(s), recordOf(workflow, outcome), out, reason, message);
 	const extended: number = Reason[reason] ?? Reason.refusedByApplication;
 	out.push(report(next, AgentState.failed, workflow, result(resultCode, extended, message, job.manifest?.steps.length ?? 0)));
 	out.push(report(next, AgentState.idle, workflow));
 	return next;
 }
 
-function remember(s: AduState, record: WorkflowRecord, out: AduOutput[]): AduState {
-	out.push({type: "remember", record});
+function remember(s: AduState, record: WorkflowRecord, out: AduOutput[], reason?: ReasonName, message?: string): AduState {
+	out.push(reason === undefined ? {type: "remember", record} : {type: "remember", record, reason, message: message ?? ""});
 	return {...s, last: record};
 }
 

@@ -3,7 +3,7 @@
  * simulator, hosts/node/platform.ts on Node): the host adapter, the pinned roots, where its settings
  * come from, where its events go, and the board's network, clock and restart.
  */
-import type {HostAdapter} from "../host.js";
+import type {HostAdapter, ImageStore} from "../host.js";
 import type {AzureIoTError} from "../errors.js";
 import type {SettingLabels, SettingName} from "../settings.js";
 
@@ -39,4 +39,6 @@ export interface Platform {
 	syncClock?(servers: readonly string[]): Promise<void>;
 	reboot?(): void;
 	lastReset?(): ResetInfo | undefined;
+	/** Device Update: where images are written and how the device boots them (absent: the device takes no updates). */
+	readonly images?: ImageStore;
 }
