@@ -119,7 +119,8 @@ async function startOnSim(t: ExecutionContext, manifest: string, name: string, r
 // ---------------------------------------------------------------- what the hub must have received
 
 function reported(id: string): Record<string, any> {
-	return emulator.twin(id).reported as Record<string, any>;
+	// Empty until the device has registered.
+	return emulator.devices().some(d => d.deviceId === id) ? emulator.twin(id).reported as Record<string, any> : {};
 }
 
 function bodies(id: string): {body: Record<string, unknown>; sub?: string}[] {
