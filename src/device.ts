@@ -17,6 +17,7 @@
 import {AzureIoTError, configError} from "./errors.js";
 import type {CloudMessage, HubClient, MethodRequest, MethodResponse, RefusedMessage, TelemetryOptions} from "./hub.js";
 import {checkModelId} from "./validate.js";
+import {isDtdlName} from "./chars.js";
 import {checkSettings, publicSettings, SETTING_NAMES, type SettingName, type Settings} from "./settings.js";
 import {acknowledgementPatch, alreadyAcknowledged, reportedPatch, writableProperties, type Acknowledgement, type WritableProperty} from "./pnp.js";
 import {asError, Lifecycle, type DeviceState, type Identity} from "./device/lifecycle.js";
@@ -99,7 +100,10 @@ export interface DeviceOptions {
 }
 
 const CALLBACKS = Object.freeze(["onStateChange", "onWritable", "onCommand", "onMessage", "onRefused", "onError"] as const);
-const COMPONENT = /^[A-Za-z](?:[A-Za-z0-9_]{0,62}[A-Za-z0-9])?$/;
+/** A DTDL component name, at most 64 characters (without RegExp: src/chars.ts says why). */
+function isComponentName(name: unknown): boolean {
+	return typeof name === "string" && name.length <= 64 && isDtdlName(name);
+}
 
 function checkOptions(options: DeviceOptions): {modelId?: string; components: readonly string[]} {
 	if (!options || typeof options !== "object") throw configError("options", "is missing", "Pass one options object to new Device()");
@@ -110,7 +114,7 @@ function checkOptions(options: DeviceOptions): {modelId?: string; components: re
 		if (options[name] !== undefined && typeof options[name] !== "function") throw configError(name, "is not a function", "Give a function, or leave it out");
 	}
 	const components = options.components ?? [];
-	if (!Array.isArray(components) || !components.every(c => typeof c === "string" && COMPONENT.test(c)))
+	if (!Array.isArray(components) || !components.every(isComponentName))
 		throw configError("components", "is not a list of component names", "Give the model's component names, e.g. [\"thermostat1\", \"deviceInformation\"]");
 	if (options.settings !== undefined) {
 		if (typeof options.settings !== "object" || options.settings === null) throw configError("settings", "is not an object", "Give settings by name, e.g. {intervalMs: 5000}");
