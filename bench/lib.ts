@@ -47,6 +47,7 @@ export interface EmulatorProcess {
 	clearFaults(): Promise<void>;
 	drop(): Promise<void>;
 	stats(): Promise<{dpsRegisterRequests: number; dpsPollRequests: number; dpsConnects: number; hubConnects: number; telemetry: number; devices: Record<string, Record<string, number>>}>;
+	invokeMethod(deviceId: string, name: string, payload: unknown): Promise<{status: number; payload: unknown}>;
 	stop(): Promise<void>;
 }
 
@@ -112,6 +113,7 @@ export async function startEmulatorProcess(settings: EmulatorSettings): Promise<
 		clearFaults: async () => { await call("DELETE", "/faults"); },
 		drop: async () => { await call("POST", "/faults/drop"); },
 		stats: () => call("GET", "/stats"),
+		invokeMethod: (deviceId, name, payload) => call("POST", `/devices/${encodeURIComponent(deviceId)}/methods/${encodeURIComponent(name)}`, {payload, timeoutSeconds: 30}),
 		stop: async () => {
 			if (child.exitCode !== null) return;
 			try { process.kill(-child.pid!, "SIGTERM"); } catch {}

@@ -45,6 +45,8 @@ export interface MemoryReport {
 	connect?: PhaseMemory;
 	/** Sending telemetry. */
 	steady?: PhaseMemory;
+	/** The applications as they ship: then a writable property and a command from the service. */
+	service?: PhaseMemory;
 	/** The creation sizes the memory build started from. */
 	creation: {chunkInitial: number; heapInitialSlots: number; stackSlots: number};
 }
@@ -52,10 +54,10 @@ export interface MemoryReport {
 /** Reads the instruments lines and phase events of one run of the memory build. */
 export function parseMemory(lines: readonly string[], creation: MemoryReport["creation"]): MemoryReport {
 	let keys: string[] | undefined;
-	type Phase = "boot" | "connect" | "steady";
-	const order: Phase[] = ["boot", "connect", "steady"];
+	type Phase = "boot" | "connect" | "steady" | "service";
+	const order: Phase[] = ["boot", "connect", "steady", "service"];
 	let phase: Phase | undefined = "boot";
-	const phases: Record<Phase, PhaseMemory | undefined> = {boot: undefined, connect: undefined, steady: undefined};
+	const phases: Record<Phase, PhaseMemory | undefined> = {boot: undefined, connect: undefined, steady: undefined, service: undefined};
 	const take = (values: Record<string, number>) => {
 		if (!phase) return;
 		const p = phases[phase] ??= {slotHeapBytes: 0, chunkHeapBytes: 0, chunkGrownBytes: 0, stackBytes: 0, slotUsedBytes: 0, chunkUsedBytes: 0, garbageCollections: 0, samples: 0};
@@ -105,13 +107,16 @@ export function parseMemory(lines: readonly string[], creation: MemoryReport["cr
 		else if (e.event === "bench.phaseEnd") phase = order[order.indexOf(e.phase as Phase) + 1];
 	}
 	for (const p of Object.values(phases)) if (p) p.chunkHeapBytes = Math.min(p.chunkGrownBytes, p.chunkUsedBytes);
-	return {boot: phases.boot, connect: phases.connect, steady: phases.steady, creation};
+	return {boot: phases.boot, connect: phases.connect, steady: phases.steady, service: phases.service, creation};
 }
 
 /** The larger figure of each kind over several runs: a peak is what a creation size must hold. */
 export function worstOf(reports: MemoryReport[]): MemoryReport | undefined {
 	if (!reports.length) return undefined;
-	return {boot: largestOf(reports.map(r => r.boot)), connect: largestOf(reports.map(r => r.connect)), steady: largestOf(reports.map(r => r.steady)), creation: reports[0].creation};
+	return {
+		boot: largestOf(reports.map(r => r.boot)), connect: largestOf(reports.map(r => r.connect)), steady: largestOf(reports.map(r => r.steady)),
+		service: largestOf(reports.map(r => r.service)), creation: reports[0].creation,
+	};
 }
 
 /** The largest figure of each kind among these phases (or runs). */

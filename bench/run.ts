@@ -1,7 +1,7 @@
 /*
  * npm run bench -- [--runs N] [--messages N] [--window N] [--reconnects N] [--fleet N] [--fleet-sims K]
  *                  [--fleet-rate R] [--fleet-retry-after S] [--web N] [--quick] [--no-sim] [--no-microsoft]
- *                  [--no-x509 | --x509-only] [--no-limits] [--json FILE] [--update FILE]
+ *                  [--no-x509 | --x509-only] [--no-limits] [--memory-only] [--json FILE] [--update FILE]
  *
  * One table, measured in one run against one local emulator (its own process, settings printed):
  * connect, reconnect and throughput for (a) the firmware on the Moddable simulator, (b) the core on
@@ -12,8 +12,11 @@
  * falls on all of them. The X.509 connect (bench/x509.ts: a group enrollment, RSA-2048 leaf +
  * intermediate) is measured beside the SAS one, interleaved with it, with its XS memory peaks;
  * --x509-only measures just those connects (SAS and X.509) and their memory. What cannot be measured here (no Moddable SDK, no Microsoft SDK) is
- * reported as not measured, with the reason. The table goes to stdout (markdown); progress to stderr.
- * --update FILE replaces the part of FILE between <!-- bench:begin --> and <!-- bench:end -->.
+ * reported as not measured, with the reason. The tables go to stdout (markdown); progress to stderr.
+ * XS memory has a table of its own: the benchmark firmware's phases, and the reference firmware and
+ * both examples as they ship, each over a whole boot; --memory-only measures just that.
+ * --update FILE replaces the part of FILE between <!-- bench:begin --> and <!-- bench:end --> (the
+ * main table) and between <!-- bench-memory:begin --> and <!-- bench-memory:end --> (memory).
  */
 import {Command, InvalidArgumentError} from "commander";
 import * as fs from "node:fs";
@@ -29,7 +32,7 @@ import {loadMicrosoftSdk, runMicrosoftOnce} from "./microsoft.js";
 import {measureSize, type SizeReport} from "./size.js";
 import {limitsRows, runLimits, type LimitsResult} from "./limits.js";
 import {REPO_ROOT, formatSummary, ratio, startEmulatorProcess, summarize, type EmulatorProcess, type Summary} from "./lib.js";
-import {buildBenchFirmware, buildMemoryFirmware, buildProductFirmware, buildProductMemoryFirmware, runProductMemoryOnce, runXsOnce, type XsBuild} from "./xs.js";
+import {MEMORY_APPS, buildAppMemoryFirmware, buildBenchFirmware, buildMemoryFirmware, buildProductFirmware, runAppMemoryOnce, runXsOnce, type XsBuild} from "./xs.js";
 import {prepareX509Fleet, type X509Fleet} from "./x509.js";
 
 function count(value: string): number {
@@ -57,14 +60,15 @@ const program = new Command()
 	.option("--no-x509", "do not measure the X.509 connect")
 	.option("--x509-only", "measure only the connects, SAS and X.509 side by side, and their XS memory (no throughput, reconnects, size or fleet)", false)
 	.option("--no-limits", "do not probe the firmware's incoming limits (bench/limits.ts)")
+	.option("--memory-only", "measure only XS memory (the benchmark firmware, the reference firmware and the examples), a few minutes", false)
 	.option("--json <file>", "also write every figure as JSON")
-	.option("--update <file>", "replace the section between <!-- bench:begin --> and <!-- bench:end --> of this file")
+	.option("--update <file>", "replace the sections between <!-- bench:begin --> and <!-- bench:end --> (not with --memory-only) and between <!-- bench-memory:begin --> and <!-- bench-memory:end --> of this file")
 	.showHelpAfterError();
 
 interface Options {
 	runs: number; messages: number; window: number; reconnects: number; fleet: number; fleetSims: number;
 	fleetRate: number; fleetRetryAfter: number; retryAfter: number; web: number; quick: boolean; sim: boolean; microsoft: boolean;
-	x509: boolean; x509Only: boolean; limits: boolean; json?: string; update?: string;
+	x509: boolean; x509Only: boolean; limits: boolean; memoryOnly: boolean; json?: string; update?: string;
 }
 
 const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
@@ -87,9 +91,10 @@ interface Results {
 	/** The same connects with an X.509 identity (bench/x509.ts). */
 	x509: {xs: ClientFigures; core: ClientFigures; microsoft: ClientFigures; missing?: string};
 	microsoftVersions?: Record<string, string>;
+	/** apps: by MEMORY_APPS name; appErrors: why one was not measured; firmwareX509: the reference firmware with an X.509 identity. */
 	memory?: {
-		asBuilt?: MemoryReport; firmware?: MemoryReport; asBuiltX509?: MemoryReport; firmwareX509?: MemoryReport;
-		missing?: string; esp32Project?: {chunkBytes?: number; heapSlots?: number; stackSlots?: number};
+		asBuilt?: MemoryReport; asBuiltX509?: MemoryReport; apps: Record<string, MemoryReport | undefined>; appErrors: Record<string, string>;
+		firmwareX509?: MemoryReport; missing?: string; esp32Project?: {chunkBytes?: number; heapSlots?: number; stackSlots?: number};
 	};
 	size?: SizeReport & {missing?: string};
 	fleet?: FleetResult & {missing?: string};
@@ -135,7 +140,7 @@ async function main(): Promise<void> {
 	const started = Date.now();
 	const simCheck = o.sim ? simulatorAvailable() : {ok: false as const, reason: "--no-sim was given"};
 	const sdk = simCheck.ok ? simCheck.sdk : undefined;
-	const ms = o.microsoft ? await loadMicrosoftSdk() : "--no-microsoft was given";
+	const ms = o.memoryOnly ? "--memory-only was given" : o.microsoft ? await loadMicrosoftSdk() : "--no-microsoft was given";
 	const results: Results = {
 		options: o, machine: machineInfo(sdk),
 		emulator: {retryAfterSeconds: o.retryAfter, polls: 0, hubName: "127.0.0.1"},
@@ -158,13 +163,22 @@ async function main(): Promise<void> {
 		await emu.stop();
 	}
 	results.seconds = Math.round((Date.now() - started) / 1000);
-	const report = render(results);
-	process.stdout.write(report + "\n");
+	const main = o.memoryOnly ? undefined : render(results);
+	const memory = renderMemory(results);
+	process.stdout.write((main ? main + "\n\n" : "") + memory + "\n");
 	if (o.json) fs.writeFileSync(o.json, JSON.stringify(results, null, "\t") + "\n");
-	if (o.update) updateSection(o.update, report);
+	if (o.update) {
+		if (main) updateSection(o.update, "bench", main);
+		updateSection(o.update, "bench-memory", memory);
+	}
 }
 
 async function measure(o: Options, r: Results, emu: EmulatorProcess, sdk: Sdk | undefined, ms: Awaited<ReturnType<typeof loadMicrosoftSdk>> | undefined): Promise<void> {
+	if (o.memoryOnly) {
+		r.x509.missing = "--memory-only was given";
+		await measureMemory(o, r, emu, sdk, undefined);
+		return;
+	}
 	const timeoutMs = 120_000 + o.messages * 20;
 	let bench: XsBuild | undefined;
 	if (sdk) {
@@ -211,40 +225,18 @@ async function measure(o: Options, r: Results, emu: EmulatorProcess, sdk: Sdk | 
 	}
 	if (o.x509Only) r.coreResumed.missing = "--x509-only was given";
 
-	r.memory = {esp32Project: esp32ProjectCreation()};
-	if (sdk && bench) {
+	await measureMemory(o, r, emu, sdk, x509);
+	if (!sdk || !bench) r.size = {missing: r.xs.missing} as Results["size"];
+	else if (o.x509Only) r.size = {missing: "--x509-only was given"} as Results["size"];
+	else {
 		try {
-			log("memory: instrumented build, as the firmware is built today");
-			const asBuilt = await buildMemoryFirmware(sdk, emu, log);
-			// --x509-only: the SAS figures too, at the same (connect-only) work, for comparison.
-			const memoryMessages = o.x509Only ? 0 : MEMORY_MESSAGES;
-			const boot = (fleet?: X509Fleet) => async () => (await runXsOnce({sdk, soPath: asBuilt.soPath, emu, messages: memoryMessages, window: 1, reconnects: 0, timeoutMs: 180_000, x509: fleet})).lines;
-			r.memory.asBuilt = await memoryRun(o, boot());
-			if (x509) r.memory.asBuiltX509 = await memoryRun(o, boot(x509));
-			log("memory: the firmware as it ships, instrumented");
-			const firmware = await buildProductMemoryFirmware(sdk, emu, log);
-			const product = (fleet?: X509Fleet) => () => runProductMemoryOnce({sdk, soPath: firmware.soPath, emu, messages: FIRMWARE_MEMORY_MESSAGES, timeoutMs: 180_000, x509: fleet});
-			r.memory.firmware = await memoryRun(o, product());
-			if (x509) r.memory.firmwareX509 = await memoryRun(o, product(x509));
+			log("size: the firmware (manifest.json) for the simulator");
+			const product = await buildProductFirmware(sdk, emu, log);
+			r.size = measureSize(product.buildDir);
 		}
 		catch (e) {
-			r.memory.missing = `the instrumented run failed: ${(e as Error).message.split("\n")[0]}`;
+			r.size = {missing: `the firmware did not build: ${(e as Error).message.split("\n")[0]}`} as Results["size"];
 		}
-		if (o.x509Only) r.size = {missing: "--x509-only was given"} as Results["size"];
-		else {
-			try {
-				log("size: the firmware (manifest.json) for the simulator");
-				const product = await buildProductFirmware(sdk, emu, log);
-				r.size = measureSize(product.buildDir);
-			}
-			catch (e) {
-				r.size = {missing: `the firmware did not build: ${(e as Error).message.split("\n")[0]}`} as Results["size"];
-			}
-		}
-	}
-	else {
-		r.memory.missing = r.xs.missing;
-		r.size = {missing: r.xs.missing} as Results["size"];
 	}
 
 	if (o.limits) {
@@ -284,6 +276,44 @@ async function measure(o: Options, r: Results, emu: EmulatorProcess, sdk: Sdk | 
 	}
 }
 
+/**
+ * XS memory: the benchmark firmware's phases (and its X.509 connect), then each application as it
+ * ships over a whole boot, the reference firmware once more with an X.509 identity.
+ */
+async function measureMemory(o: Options, r: Results, emu: EmulatorProcess, sdk: Sdk | undefined, x509: X509Fleet | undefined): Promise<void> {
+	const memory: NonNullable<Results["memory"]> = r.memory = {apps: {}, appErrors: {}, esp32Project: esp32ProjectCreation()};
+	if (!sdk || r.xs.missing) {
+		memory.missing = r.xs.missing ?? "no simulator";
+		return;
+	}
+	try {
+		log("memory: instrumented build of the benchmark firmware");
+		const asBuilt = await buildMemoryFirmware(sdk, emu, log);
+		// --x509-only: the SAS figures too, at the same (connect-only) work, for comparison.
+		const memoryMessages = o.x509Only ? 0 : MEMORY_MESSAGES;
+		const boot = (fleet?: X509Fleet) => async () => (await runXsOnce({sdk, soPath: asBuilt.soPath, emu, messages: memoryMessages, window: 1, reconnects: 0, timeoutMs: 180_000, x509: fleet})).lines;
+		memory.asBuilt = await memoryRun(o, boot());
+		if (x509) memory.asBuiltX509 = await memoryRun(o, boot(x509));
+	}
+	catch (e) {
+		memory.missing = `the instrumented run failed: ${(e as Error).message.split("\n")[0]}`;
+	}
+	for (const app of MEMORY_APPS) {
+		if (o.x509Only && app.name !== "firmware") continue;
+		try {
+			log(`memory: ${app.label} as it ships, instrumented`);
+			const build = await buildAppMemoryFirmware(sdk, emu, app, log);
+			const run = (fleet?: X509Fleet) => () => runAppMemoryOnce({sdk, soPath: build.soPath, emu, app, ticks: APP_MEMORY_TICKS, timeoutMs: 180_000, x509: fleet});
+			memory.apps[app.name] = await memoryRun(o, run());
+			if (x509 && app.name === "firmware") memory.firmwareX509 = await memoryRun(o, run(x509));
+		}
+		catch (e) {
+			memory.appErrors[app.name] = `the instrumented run failed: ${(e as Error).message.split("\n")[0]}`;
+			log(`memory: ${app.label}: ${(e as Error).message}`);
+		}
+	}
+}
+
 async function attempt<T extends ClientFigures["runs"][number]>(into: ClientFigures, run: () => Promise<T>): Promise<void> {
 	try {
 		into.runs.push(await run());
@@ -295,12 +325,14 @@ async function attempt<T extends ClientFigures["runs"][number]>(into: ClientFigu
 	}
 }
 
+/** The memory goal: at least this much of each ESP32 default left (issue 10). */
+const MEMORY_GOAL_LEFT = 20;
 /** Memory runs per build; the table shows the largest figure of each kind. */
 const MEMORY_RUNS = 2;
 /** Steady state as the device sends: one message at a time (it sends one every intervalMs). */
 const MEMORY_MESSAGES = 50;
-/** The firmware as it ships sends one message a second (its shortest interval). */
-const FIRMWARE_MEMORY_MESSAGES = 10;
+/** The applications as they ship send every second (their shortest interval), for this many intervals. */
+const APP_MEMORY_TICKS = 10;
 
 /** Repeats one instrumented boot (its output lines) and keeps the largest figure of each kind. */
 async function memoryRun(o: Options, boot: () => Promise<readonly string[]>): Promise<MemoryReport | undefined> {
@@ -375,36 +407,6 @@ function render(r: Results): string {
 		"not offered by the SDK", "–", "–"]);
 	if (full) timing(`Throughput: acknowledged QoS 1 telemetry (window ${o.window}, ${o.messages} messages)`, x => x.perSecond, "msg/s");
 
-	// Memory
-	const m = r.memory;
-	const esp = m?.esp32Project;
-	const fit = (slots: number, limit: number | undefined) => limit ? ` (${Math.round(slots / limit * 100)}% of ${limit})` : "";
-	const memRows = (label: string, report: MemoryReport | undefined, phase: "boot" | "connect" | "steady") => {
-		const p: PhaseMemory | undefined = report?.[phase];
-		if (!p) {
-			rows.push([label, m?.missing ? `not measured: ${m.missing}` : "not measured", "–", "–", "–", "–"]);
-			return;
-		}
-		const slots = Math.round(p.slotHeapBytes / SLOT_BYTES_64);
-		const stack = Math.round(p.stackBytes / SLOT_BYTES_64);
-		rows.push([label,
-			`slot heap ${slots} slots = ${kb(p.slotHeapBytes)} sim, ${kb(slots * SLOT_BYTES_32)} ESP32${fit(slots, ESP32_SDK_DEFAULT.heapSlots)}; ` +
-			`chunk heap ${kb(p.chunkHeapBytes)} sim (ESP32 ≤ that)${fit(p.chunkHeapBytes, ESP32_SDK_DEFAULT.chunkBytes)}; ` +
-			`stack ${stack} slots = ${kb(stack * SLOT_BYTES_32)} ESP32${fit(stack, ESP32_SDK_DEFAULT.stackSlots)}`,
-			"–", "–", "–", "–"]);
-	};
-	memRows("XS memory at boot (modules loaded), benchmark firmware", m?.asBuilt, "boot");
-	memRows("XS peak memory, TLS + DPS + hub connect, benchmark firmware", m?.asBuilt, "connect");
-	if (o.x509) memRows("XS peak memory, TLS + DPS + hub connect with X.509 (RSA-2048 leaf + intermediate from Preference blobs; the identity check included), benchmark firmware", m?.asBuiltX509, "connect");
-	if (full) memRows(`XS peak memory, steady state sending telemetry (one at a time, ${MEMORY_MESSAGES} messages), benchmark firmware`, m?.asBuilt, "steady");
-	// One row for the whole run: its phases end on the firmware's own events, which fall between the
-	// once-a-second samples, and a grown heap never shrinks.
-	const whole = (f: MemoryReport | undefined) => f && {...f, steady: largestOf([f.boot, f.connect, f.steady])};
-	memRows(`XS peak memory, the firmware as it ships (src/main, Device), over a whole boot: Wi-Fi, clock, DPS, hub, twin read and reported properties, then ${FIRMWARE_MEMORY_MESSAGES} telemetry messages one second apart`, whole(m?.firmware), "steady");
-	if (o.x509) memRows(`XS peak memory, the firmware as it ships, the same boot with X.509 (identity in Preference blobs, as commissioned)`, whole(m?.firmwareX509), "steady");
-	rows.push(["ESP32 creation sizes compared with", `SDK default: heap ${ESP32_SDK_DEFAULT.heapSlots} slots (${kb(ESP32_SDK_DEFAULT.heapSlots * SLOT_BYTES_32)}), chunk ${kb(ESP32_SDK_DEFAULT.chunkBytes)}, stack ${ESP32_SDK_DEFAULT.stackSlots} slots (${kb(ESP32_SDK_DEFAULT.stackSlots * SLOT_BYTES_32)})` +
-		(esp ? `; this project's hosts/esp32/manifest.json: heap ${esp.heapSlots} slots, chunk ${kb(esp.chunkBytes ?? 0)}, stack ${esp.stackSlots} slots` : ""), "–", "–", "–", "–"]);
-
 	// Size
 	const s = r.size;
 	if (full) rows.push(["Bytecode (.xsb) of the project's own modules (src/, hosts/)", s?.missing ? `not measured: ${s.missing}` : s ? `${kb(s.projectBytes)} in ${s.projectModules} modules (largest: ${s.largest.slice(0, 3).map(l => `${l.module} ${kb(l.bytes)}`).join(", ")})` : "not measured", "–", "–", "–", "–"]);
@@ -448,6 +450,59 @@ function render(r: Results): string {
 	return out.join("\n");
 }
 
+function renderMemory(r: Results): string {
+	const m = r.memory;
+	const d = ESP32_SDK_DEFAULT;
+	const rows: string[][] = [];
+	const row = (label: string, p: PhaseMemory | undefined, missing: string | undefined) => {
+		if (!p) {
+			rows.push([label, `not measured: ${missing ?? "?"}`, "–", "–", "not measured"]);
+			return;
+		}
+		const slots = Math.round(p.slotHeapBytes / SLOT_BYTES_64);
+		const stack = Math.round(p.stackBytes / SLOT_BYTES_64);
+		const shares = [slots / d.heapSlots, p.chunkHeapBytes / d.chunkBytes, stack / d.stackSlots];
+		const pct = shares.map(x => Math.round(x * 100));
+		// The goal is judged on the unrounded share: at most 80% of each default used.
+		const short = ["heap", "chunks", "stack"].filter((_, i) => shares[i] > 1 - MEMORY_GOAL_LEFT / 100);
+		rows.push([label,
+			`${slots} slots = ${kb(slots * SLOT_BYTES_32)} ESP32 (${pct[0]}% of ${d.heapSlots})`,
+			`${kb(p.chunkHeapBytes)} sim, ESP32 ≤ that (${pct[1]}% of ${kb(d.chunkBytes)})`,
+			`${stack} slots = ${kb(stack * SLOT_BYTES_32)} ESP32 (${pct[2]}% of ${d.stackSlots})`,
+			short.length ? `not met: ${short.map(k => `${k} ${100 - pct[["heap", "chunks", "stack"].indexOf(k)]}% left`).join(", ")}` : `met (${100 - Math.max(...pct)}% left at least)`]);
+	};
+	row("XS memory at boot (modules loaded), benchmark firmware", m?.asBuilt?.boot, m?.missing);
+	row("XS peak memory, TLS + DPS + hub connect, benchmark firmware", m?.asBuilt?.connect, m?.missing);
+	if (r.options.x509) row("XS peak memory, TLS + DPS + hub connect with X.509 (RSA-2048 leaf + intermediate from Preference blobs; the identity check included), benchmark firmware", m?.asBuiltX509?.connect, m?.missing ?? r.x509.missing);
+	if (!r.options.x509Only) row(`XS peak memory, steady state sending telemetry (one at a time, ${MEMORY_MESSAGES} messages), benchmark firmware`, m?.asBuilt?.steady, m?.missing);
+	for (const app of MEMORY_APPS) {
+		if (r.options.x509Only && app.name !== "firmware") continue;
+		const report = m?.apps[app.name];
+		const missing = m?.appErrors[app.name] ?? m?.missing;
+		// Rows for the whole run so far: phases end on the application's own events, which fall
+		// between the once-a-second samples, and a grown heap never shrinks.
+		row(`XS peak memory, ${app.label} as it ships, over a whole boot: Wi-Fi, clock, DPS, hub, twin read and reported properties, then ${APP_MEMORY_TICKS} s of telemetry (${APP_MEMORY_TICKS * app.messagesPerTick} messages)`,
+			report && largestOf([report.boot, report.connect, report.steady]), missing);
+		row(`… and then a writable property and a command from the service (${app.method.name})`,
+			report && largestOf([report.boot, report.connect, report.steady, report.service]), missing);
+	}
+	if (r.options.x509) {
+		const f = m?.firmwareX509;
+		row("XS peak memory, the reference firmware as it ships, the same boot with X.509 (identity in Preference blobs, as commissioned), then the writable property and the command",
+			f && largestOf([f.boot, f.connect, f.steady, f.service]), m?.appErrors.firmware ?? m?.missing ?? r.x509.missing);
+	}
+	const esp = m?.esp32Project;
+	const out: string[] = [];
+	out.push(`Measured ${r.startedAt} with \`npm run bench -- ${commandLine(r.options)}\`; machine: ${r.machine.cpu}, ${r.machine.memory}, ${r.machine.os}; Node ${r.machine.node}; Moddable SDK ${r.machine.moddable}; load average before the run ${r.machine.loadBefore || "?"}.`);
+	out.push(`Against the SDK's ESP32 defaults: heap ${d.heapSlots} slots (${kb(d.heapSlots * SLOT_BYTES_32)}), chunks ${kb(d.chunkBytes)}, stack ${d.stackSlots} slots (${kb(d.stackSlots * SLOT_BYTES_32)}); goal: at least ${MEMORY_GOAL_LEFT}% of each left.` +
+		(esp ? ` This project's hosts/esp32/manifest.json gives heap ${esp.heapSlots} slots, chunks ${kb(esp.chunkBytes ?? 0)}, stack ${esp.stackSlots} slots.` : ""));
+	out.push("");
+	out.push(`| XS memory (largest of the runs) | heap | chunks | stack | goal: ${MEMORY_GOAL_LEFT}% of each ESP32 default left |`);
+	out.push("|---|---|---|---|---|");
+	for (const cells of rows) out.push(`| ${cells.map(c => c.replace(/\|/g, "\\|")).join(" | ")} |`);
+	return out.join("\n");
+}
+
 function kb(bytes: number): string {
 	return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MB` : `${(bytes / 1024).toFixed(1)} KB`;
 }
@@ -457,6 +512,7 @@ function ms(value: number | undefined): string {
 }
 
 function commandLine(o: Options): string {
+	if (o.memoryOnly) return "--memory-only" + (o.quick ? " --quick" : "") + (o.x509 ? "" : " --no-x509");
 	if (o.quick) return "--quick" + (o.sim ? "" : " --no-sim") + (o.microsoft ? "" : " --no-microsoft") + (o.x509Only ? " --x509-only" : o.x509 ? "" : " --no-x509") + (o.limits || o.x509Only ? "" : " --no-limits");
 	if (o.x509Only) return `--x509-only --runs ${o.runs}` + (o.sim ? "" : " --no-sim") + (o.microsoft ? "" : " --no-microsoft");
 	const parts = [`--runs ${o.runs}`, `--messages ${o.messages}`, `--window ${o.window}`, `--reconnects ${o.reconnects}`, `--fleet ${o.fleet}`, `--fleet-sims ${o.fleetSims}`, `--fleet-rate ${o.fleetRate}`, `--fleet-retry-after ${o.fleetRetryAfter}`];
@@ -468,13 +524,13 @@ function commandLine(o: Options): string {
 	return parts.join(" ");
 }
 
-function updateSection(file: string, report: string): void {
+function updateSection(file: string, name: string, report: string): void {
 	const text = fs.readFileSync(file, "utf8");
-	const begin = "<!-- bench:begin -->", end = "<!-- bench:end -->";
+	const begin = `<!-- ${name}:begin -->`, end = `<!-- ${name}:end -->`;
 	const a = text.indexOf(begin), b = text.indexOf(end);
 	if (a < 0 || b < a) throw new Error(`${file} has no ${begin} … ${end} section to replace`);
 	fs.writeFileSync(file, text.slice(0, a + begin.length) + "\n" + report + "\n" + text.slice(b));
-	log(`wrote the table into ${file}`);
+	log(`wrote the ${name} table into ${file}`);
 }
 
 main().then(() => process.exit(0), e => {

@@ -18,6 +18,7 @@ import {AzureIoTError, configError} from "./errors.js";
 import type {CloudMessage, HubClient, MethodRequest, MethodResponse, RefusedMessage, TelemetryOptions, TwinRefusal} from "./hub.js";
 import {utf8Decode} from "./encoding.js";
 import {checkModelId} from "./validate.js";
+import {isDtdlName} from "./chars.js";
 import {checkSettings, publicSettings, SETTING_NAMES, SETTINGS, type SettingName, type Settings} from "./settings.js";
 import {acknowledgementPatch, alreadyAcknowledged, reportedPatch, writableProperties, type Acknowledgement, type WritableProperty} from "./pnp.js";
 import {asError, Lifecycle, type DeviceState, type Identity} from "./device/lifecycle.js";
@@ -112,7 +113,10 @@ export interface DeviceOptions {
 /** How much of a cloud-to-device message's body its event shows. */
 const EVENT_BODY_BYTES = 256;
 const CALLBACKS = Object.freeze(["onStateChange", "onWritable", "onCommand", "onMessage", "onRefused", "onError"] as const);
-const COMPONENT = /^[A-Za-z](?:[A-Za-z0-9_]{0,62}[A-Za-z0-9])?$/;
+/** A DTDL component name, at most 64 characters (without RegExp: src/chars.ts says why). */
+function isComponentName(name: unknown): boolean {
+	return typeof name === "string" && name.length <= 64 && isDtdlName(name);
+}
 
 function checkOptions(options: DeviceOptions): {modelId?: string; components: readonly string[]} {
 	if (!options || typeof options !== "object") throw configError("options", "is missing", "Pass one options object to new Device()");
@@ -123,7 +127,7 @@ function checkOptions(options: DeviceOptions): {modelId?: string; components: re
 		if (options[name] !== undefined && typeof options[name] !== "function") throw configError(name, "is not a function", "Give a function, or leave it out");
 	}
 	const components = options.components ?? [];
-	if (!Array.isArray(components) || !components.every(c => typeof c === "string" && COMPONENT.test(c)))
+	if (!Array.isArray(components) || !components.every(isComponentName))
 		throw configError("components", "is not a list of component names", "Give the model's component names, e.g. [\"thermostat1\", \"deviceInformation\"]");
 	if (options.update !== undefined && typeof options.update !== "boolean" && (typeof options.update !== "object" || options.update === null))
 		throw configError("update", "is not an object or a boolean", "Pass {manufacturer, model, ...}, true (from the settings) or false");

@@ -13,6 +13,7 @@
  */
 import {AzureIoTError, configError} from "./errors.js";
 import {utf8Decode} from "./encoding.js";
+import {firstNotIn, isDigit, isDigits, isLetter, isSpace} from "./chars.js";
 
 /** The key algorithms told apart; "other" carries its OID in `keyAlgorithmOid`. */
 export type KeyAlgorithm = "rsa" | "ec" | "other";
@@ -271,16 +272,45 @@ function commonName(attributes: readonly [string, string][]): string | undefined
 
 /** RFC 5280 7.1 in short: the same attributes, values compared without case and extra spaces. */
 function sameName(a: readonly [string, string][], b: readonly [string, string][]): boolean {
-	const norm = (v: string) => v.trim().replace(/\s+/g, " ").toLowerCase();
+	const norm = (v: string) => collapseSpaces(v.trim()).toLowerCase();
 	return a.length === b.length && a.every(([oid, value], i) => oid === b[i][0] && norm(value) === norm(b[i][1]));
+}
+
+/** Each run of whitespace as one space (what .replace(/\s+/g, " ") does; without RegExp: src/chars.ts says why). */
+function collapseSpaces(text: string): string {
+	let out = "";
+	for (let i = 0; i < text.length; i++) {
+		if (!isSpace(text.charCodeAt(i))) out += text[i];
+		else if (!out.endsWith(" ") || !isSpace(text.charCodeAt(i - 1))) out += " ";
+	}
+	return out;
+}
+
+/**
+ * The fields of a UTCTime (YYMMDDHHMM[SS]Z) or GeneralizedTime (YYYYMMDDHHMMSS[.f+]Z), as strings
+ * (the seconds of a UTCTime undefined when left out), or undefined when it is neither.
+ */
+function timeFields(text: string, generalized: boolean): (string | undefined)[] | undefined {
+	if (!text.endsWith("Z")) return undefined;
+	let body = text.slice(0, -1);
+	if (generalized) {
+		const dot = body.indexOf(".");
+		if (dot >= 0) {
+			if (!isDigits(body.slice(dot + 1))) return undefined;
+			body = body.slice(0, dot);
+		}
+		if (body.length !== 14 || !isDigits(body)) return undefined;
+		return [body.slice(0, 4), body.slice(4, 6), body.slice(6, 8), body.slice(8, 10), body.slice(10, 12), body.slice(12, 14)];
+	}
+	if ((body.length !== 10 && body.length !== 12) || !isDigits(body)) return undefined;
+	return [body.slice(0, 2), body.slice(2, 4), body.slice(4, 6), body.slice(6, 8), body.slice(8, 10), body.length === 12 ? body.slice(10, 12) : undefined];
 }
 
 function readTime(bytes: Uint8Array, tlv: Tlv, what: string): number {
 	if (tlv.tag !== UTC_TIME && tlv.tag !== GENERALIZED_TIME) throw new Malformed(tlv.header, `${what} is not a UTCTime or GeneralizedTime`);
 	const text = decodeString(bytes, tlv);
-	const match = tlv.tag === UTC_TIME
-		? /^(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)?Z$/.exec(text)
-		: /^(\d\d\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(?:\.\d+)?Z$/.exec(text);
+	const fields = timeFields(text, tlv.tag === GENERALIZED_TIME);
+	const match = fields && [text, ...fields];
 	if (!match) throw new Malformed(tlv.start, `${what} ${JSON.stringify(text.slice(0, 24))} is not a time in UTC (YYMMDDHHMMSSZ)`);
 	let year = Number(match[1]);
 	// RFC 5280 4.1.2.5.1: a two-digit year YY >= 50 is 19YY, otherwise 20YY.
@@ -424,13 +454,27 @@ function readPrivateKey(bytes: Uint8Array, field: string): PrivateKeyInfo {
 	return info;
 }
 
+/** The label of text that starts `-----BEGIN <A-Z 0-9 and spaces>-----`, or undefined. */
+function pemLabel(head: string): string | undefined {
+	const begin = "-----BEGIN ";
+	if (!head.startsWith(begin)) return undefined;
+	const end = head.indexOf("-----", begin.length);
+	const label = end < 0 ? "" : head.slice(begin.length, end);
+	if (!label) return undefined;
+	for (let i = 0; i < label.length; i++) {
+		const c = label.charCodeAt(i);
+		if (!(c >= 65 && c <= 90) && !isDigit(c) && c !== 32) return undefined;
+	}
+	return label;
+}
+
 /** PEM (or other text) where DER was expected: the label, if PEM, else "". Undefined for binary. */
 function textKind(bytes: Uint8Array): string | undefined {
 	let p = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0; // UTF-8 BOM
 	while (p < bytes.length && (bytes[p] === 0x20 || bytes[p] === 0x09 || bytes[p] === 0x0a || bytes[p] === 0x0d)) p++;
 	const head = decodeString(bytes, {tag: 0x16, header: 0, start: p, end: Math.min(bytes.length, p + 128)});
-	const pem = /^-----BEGIN ([A-Z0-9 ]+)-----/.exec(head);
-	if (pem) return pem[1];
+	const pem = pemLabel(head);
+	if (pem !== undefined) return pem;
 	if (bytes[0] === SEQUENCE) return undefined;
 	for (let i = 0; i < Math.min(bytes.length, 256); i++) {
 		const b = bytes[i];
@@ -461,7 +505,7 @@ function parseCertificateInternal(der: Uint8Array, field: string): ParsedCertifi
 	if (!(der instanceof Uint8Array) || der.length === 0) throw configError(field, "is empty", "Give the certificate as DER bytes");
 	const text = textKind(der);
 	if (text !== undefined) {
-		if (/PRIVATE KEY/.test(text)) throw configError(field, "is a private key, not a certificate", "Give the certificate here and its key as the key");
+		if (text.includes("PRIVATE KEY")) throw configError(field, "is a private key, not a certificate", "Give the certificate here and its key as the key");
 		if (text === "CERTIFICATE")
 			throw configError(field, "is PEM text (BEGIN CERTIFICATE), not DER", `Convert it: ${CONVERT_CERT} (a PEM file with the whole chain holds several certificates: give each one as its own DER)`);
 		throw configError(field, text ? `is PEM text (BEGIN ${text}), not a DER certificate` : "is text (base64?), not DER bytes", `Give the certificate in DER: ${CONVERT_CERT}`);
@@ -479,10 +523,10 @@ export function parsePrivateKey(der: Uint8Array, field = "key"): PrivateKeyInfo 
 	if (!(der instanceof Uint8Array) || der.length === 0) throw configError(field, "is empty", "Give the private key as unencrypted PKCS#8 DER bytes");
 	const text = textKind(der);
 	if (text !== undefined) {
-		if (text === "ENCRYPTED PRIVATE KEY" || (/PRIVATE KEY/.test(text) && hasEncryptedHeader(der)))
+		if (text === "ENCRYPTED PRIVATE KEY" || (text.includes("PRIVATE KEY") && hasEncryptedHeader(der)))
 			throw configError(field, `is an encrypted PEM key (BEGIN ${text}); the SDK's TLS needs it unencrypted, in DER`, `Convert it once, when it is put on the device: ${CONVERT_KEY} (asks for the passphrase)`);
 		if (text === "EC PRIVATE KEY") throw configError(field, "is an ECC key (BEGIN EC PRIVATE KEY); the SDK's TLS signs with RSA only", ISSUE_RSA);
-		if (/PRIVATE KEY/.test(text)) throw configError(field, `is PEM text (BEGIN ${text}), not DER`, `Convert it: ${CONVERT_KEY}`);
+		if (text.includes("PRIVATE KEY")) throw configError(field, `is PEM text (BEGIN ${text}), not DER`, `Convert it: ${CONVERT_KEY}`);
 		if (text === "CERTIFICATE") throw configError(field, "is a certificate, not a private key", "Give the certificate's private key here (unencrypted PKCS#8 DER)");
 		throw configError(field, text ? `is PEM text (BEGIN ${text}), not a DER private key` : "is text (base64?), not DER bytes", `Give the key as unencrypted PKCS#8 DER: ${CONVERT_KEY}`);
 	}
@@ -519,7 +563,10 @@ function algorithmName(algorithm: KeyAlgorithm, oid: string, curve?: string): st
 }
 
 /** Registration ids: letters, digits and - . _ :, ending in a letter, digit or -; a CN holds at most 64 characters. */
-const REGISTRATION_ID = /^[A-Za-z0-9\-._:]*[A-Za-z0-9-]$/;
+function isRegistrationId(text: string): boolean {
+	const last = text.charCodeAt(text.length - 1);
+	return text.length > 0 && firstNotIn(text, "-._:") < 0 && (isLetter(last) || isDigit(last) || last === 45);
+}
 
 /**
  * Checks a client identity as the device will present it (leaf first, then intermediates) and
@@ -591,7 +638,7 @@ export function checkClientIdentity(options: ClientIdentityOptions): ClientIdent
 	if (options.registrationId !== undefined && cn.toLowerCase() !== options.registrationId.toLowerCase())
 		throw configError(leafField, `has CN=${JSON.stringify(cn.slice(0, 64))} but the registration id is ${JSON.stringify(options.registrationId.slice(0, 128))}; DPS needs the CN to be the registration id`,
 			"Set the registration id to the certificate's CN, or issue a certificate with CN=<registration id>");
-	if (cn.length > 64 || !REGISTRATION_ID.test(cn))
+	if (cn.length > 64 || !isRegistrationId(cn))
 		throw configError(leafField, `has CN=${JSON.stringify(cn.slice(0, 64))}, which is not a registration id (letters, digits and - . _ :, ending in a letter, digit or -, at most 64 characters)`,
 			"Issue the certificate with subject CN=<registration id>");
 

@@ -6,6 +6,8 @@
  */
 import test from "ava";
 import {spawn} from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import {REPO_ROOT, simulatorAvailable} from "../tools/sim-runner.js";
 
@@ -43,6 +45,31 @@ test.serial("bench --quick --no-sim: the Node host and Microsoft's SDK measured,
 	t.regex(stdout, /Machine: /);
 });
 
+test.serial("bench --memory-only --no-sim --update: only the memory table, written between its own markers", async t => {
+	t.timeout(180_000);
+	const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-smoke-"));
+	const file = path.join(dir, "B.md");
+	const before = "a\n<!-- bench:begin -->\nkept\n<!-- bench:end -->\nb\n<!-- bench-memory:begin -->\nold\n<!-- bench-memory:end -->\nc\n";
+	fs.writeFileSync(file, before);
+	try {
+		const {code, stdout, stderr} = await bench(["--memory-only", "--no-sim", "--update", file], 170_000);
+		t.is(code, 0, stderr.slice(-3000));
+		t.false(stdout.includes("| Measure |"), "no main table");
+		t.regex(stdout, /\| XS memory \(largest of the runs\) \| heap \| chunks \| stack \| goal: 20% of each ESP32 default left \|/);
+		for (const app of ["the reference firmware (firmware/main)", "examples/thermostat", "examples/temperature-controller"])
+			t.true(stdout.includes(`XS peak memory, ${app} as it ships`), app);
+		t.regex(stdout, /not measured: --no-sim was given/);
+		const after = fs.readFileSync(file, "utf8");
+		t.true(after.startsWith("a\n<!-- bench:begin -->\nkept\n<!-- bench:end -->\nb\n<!-- bench-memory:begin -->\n"), after);
+		t.true(after.endsWith("<!-- bench-memory:end -->\nc\n"), after);
+		t.false(after.includes("old"));
+		t.true(after.includes(stdout.trim()));
+	}
+	finally {
+		fs.rmSync(dir, {recursive: true, force: true});
+	}
+});
+
 const sim = simulatorAvailable();
 if (!sim.ok) {
 	console.log(`bench-smoke.test.ts: the simulator variant is skipped. ${sim.reason}`);
@@ -55,8 +82,9 @@ else {
 		t.is(code, 0, stderr.slice(-3000));
 		for (const row of ROWS) t.true(stdout.includes(row), `row "${row}" is in the table`);
 		t.regex(stdout, /Connect: start → hub CONNACK \(DPS included\) \| \d+ ms/, "the firmware's connect time is measured");
-		t.regex(stdout, /XS peak memory, TLS \+ DPS \+ hub connect, benchmark firmware \| slot heap \d+ slots/);
-		t.regex(stdout, /XS peak memory, the firmware as it ships \(src\/main, Device\)[^|]*\| slot heap \d+ slots/);
+		t.regex(stdout, /XS peak memory, TLS \+ DPS \+ hub connect, benchmark firmware \| \d+ slots/);
+		for (const app of ["the reference firmware \\(firmware\\/main\\)", "examples\\/thermostat", "examples\\/temperature-controller"])
+			t.regex(stdout, new RegExp(`XS peak memory, ${app} as it ships[^|]*\\| \\d+ slots[^\\n]*\\| (met|not met)`), app);
 		t.regex(stdout, /Bytecode \(\.xsb\) of the project's own modules \(src\/, hosts\/\) \| [\d.]+ KB/);
 	});
 }

@@ -50,6 +50,30 @@ else {
 		}
 	});
 
+	// The examples are applications of their own; on the ESP32 their sensors are the real ones (esp32/*.ts, pins/i2c).
+	const examples: Record<string, string[]> = {
+		"thermostat": ["main.xsb", "sensor.xsb", "simulated-sensor.xsb", "pins/i2c.xsb", "azure-iot/device.xsb"],
+		"temperature-controller": ["main.xsb", "thermostat.xsb", "hardware.xsb", "simulated-hardware.xsb", "pins/i2c.xsb", "azure-iot/device.xsb"],
+		"minimal": ["main.xsb", "azure-iot/device.xsb", "azure-iot/esp32/network.xsb"],
+	};
+	for (const [name, expected] of Object.entries(examples)) {
+		test(`examples/${name} compiles and links (XS) for esp32/nodemcu, with no linker warning about its modules or the library's`, t => {
+			t.timeout(180_000);
+			const buildDir = fs.mkdtempSync(path.join(os.tmpdir(), `esp32-check-${name}-`));
+			try {
+				const r = esp32Tool(["build", "--check", "--app", `examples/${name}`, "--board", "esp32/nodemcu", "--build-dir", buildDir]);
+				t.is(r.status, 0, r.stderr.slice(-3000));
+				const modules = path.join(buildDir, "tmp/esp32/nodemcu/release/app/modules");
+				for (const m of expected) t.true(fs.existsSync(path.join(modules, m)), m);
+				const ours = r.stderr.split("\n").filter(l => /### warning/.test(l) && /azure-iot|main|sensor|hardware|thermostat/.test(l));
+				t.deepEqual(ours, [], "no warning of the linker about the application's or the library's preloaded modules");
+			}
+			finally {
+				fs.rmSync(buildDir, {recursive: true, force: true});
+			}
+		});
+	}
+
 	test("without ESP-IDF the build says what is missing and exits 2", t => {
 		const env = {...process.env};
 		delete env.IDF_PATH;

@@ -130,6 +130,8 @@ export interface BuildOptions {
 	variant?: "release" | "instrument";
 	/** Build output lines (mcconfig, make, tsc, xsc, cc); default: kept and shown only if the build fails. */
 	onOutput?: (line: string) => void;
+	/** More environment for mcconfig: build variables a manifest takes from the shell (`"AZURE_IOT ?="`). */
+	env?: Record<string, string>;
 	sdk?: Sdk;
 }
 
@@ -159,7 +161,7 @@ export async function buildFirmware(options: BuildOptions = {}): Promise<Build> 
 	const started = Date.now();
 	const variant = options.variant ?? "release";
 	const args = ["-m", ...(variant === "instrument" ? ["-i"] : []), "-p", "lin", "-t", "build", "-o", buildDir, manifestPath];
-	const {code, output} = await runTool(sdk.mcconfig, args, {cwd: appDir, env: sdkEnv(sdk), onOutput: options.onOutput});
+	const {code, output} = await runTool(sdk.mcconfig, args, {cwd: appDir, env: sdkEnv(sdk, options.env), onOutput: options.onOutput});
 	if (code !== 0)
 		throw new BuildError(`mcconfig failed (exit ${code}) building ${buildDir}:\n${output.slice(-40).join("\n")}`, output.join("\n"));
 	const soPath = path.join(buildDir, `bin/lin/mc/${variant}/app/mc.so`);

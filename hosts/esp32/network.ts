@@ -110,7 +110,7 @@ export function connectNetwork(station: Station, options: NetworkOptions): Promi
 				timer = undefined;
 				settled = true;
 				const message = e instanceof Error ? e.message : String(e);
-				reject(new AzureIoTError(/too long/.test(message) ? "config" : "network", `wifi: ${message}. The SSID is at most 32 bytes and the password at most 64`));
+				reject(new AzureIoTError(message.includes("too long") ? "config" : "network", `wifi: ${message}. The SSID is at most 32 bytes and the password at most 64`));
 			}
 		};
 

@@ -107,7 +107,7 @@ export class Lifecycle {
 		catch (e) {
 			const error = asError(e);
 			this._report(error);
-			if (error.code === "config" && !/^clock:/.test(error.message)) {
+			if (error.code === "config" && !error.message.startsWith("clock:")) {
 				// A setting no retry can fix (no Wi-Fi name): say so once and idle.
 				this._hooks.state("failed", {error});
 				return;

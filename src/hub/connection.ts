@@ -8,7 +8,7 @@
  */
 import type {HostAdapter, TimerHandle} from "../host.js";
 import {AzureIoTError} from "../errors.js";
-import {hubPassword, redact} from "../sas.js";
+import {hubPassword, redact, signatureOf} from "../sas.js";
 import {Backoff} from "../backoff.js";
 import {MqttClient} from "../mqtt/client.js";
 import type {MqttClientOptions, MqttMessage, MqttSession, QoS, Subscription} from "../mqtt/types.js";
@@ -161,7 +161,7 @@ export class HubConnection {
 	scrub(text: string): string {
 		let out = String(text);
 		const password = this.#password;
-		const sig = /sig=([^&\s]+)/.exec(password)?.[1];
+		const sig = signatureOf(password);
 		let decoded: string | undefined;
 		try {
 			decoded = sig && decodeURIComponent(sig);

@@ -4,6 +4,7 @@
  * classified into one tagged result (as the Embedded C SDK's *_parse_received_topic functions do,
  * one per feature). Pure and string-based; no I/O.
  */
+import {isDigits} from "../chars.js";
 import {decodeComponent as decode, encodeComponent as encodeValue, parseQuery} from "../query.js";
 
 export const API_VERSION = "2021-04-12";
@@ -133,15 +134,15 @@ export function classifyTopic(topic: string, deviceId: string): HubTopic {
 	if (topic.startsWith(TWIN_RESPONSE_PREFIX)) {
 		const parts = splitQuery(topic, TWIN_RESPONSE_PREFIX);
 		const rid = parts.query["$rid"];
-		if (!/^\d{3}$/.test(parts.path) || rid === undefined) return {kind: "unknown", reason: "a twin response without a status or $rid"};
+		if (!(parts.path.length === 3 && isDigits(parts.path)) || rid === undefined) return {kind: "unknown", reason: "a twin response without a status or $rid"};
 		const response: HubTopic = {kind: "twinResponse", status: Number(parts.path), rid};
 		const version = parts.query["$version"];
-		if (version !== undefined && /^\d+$/.test(version)) response.version = Number(version);
+		if (version !== undefined && isDigits(version)) response.version = Number(version);
 		return response;
 	}
 	if (topic.startsWith(DESIRED_PREFIX)) {
 		const version = splitQuery(topic, DESIRED_PREFIX).query["$version"];
-		return version !== undefined && /^\d+$/.test(version) ? {kind: "desired", version: Number(version)} : {kind: "desired"};
+		return version !== undefined && isDigits(version) ? {kind: "desired", version: Number(version)} : {kind: "desired"};
 	}
 	if (topic.startsWith(METHOD_PREFIX)) {
 		const parts = splitQuery(topic, METHOD_PREFIX);

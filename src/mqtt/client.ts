@@ -12,6 +12,7 @@
  * at a time, and every step re-checks whether the session is still open: user callbacks run
  * synchronously and may close it.
  */
+import {hasAnyOf} from "../chars.js";
 import type {Connection, HostAdapter, HostError, TimerHandle} from "../host.js";
 import {AzureIoTError, configError} from "../errors.js";
 import {concatBytes, utf8Encode} from "../encoding.js";
@@ -106,7 +107,7 @@ interface IncomingAck {
 
 function checkTopicName(topic: unknown): string | undefined {
 	if (typeof topic !== "string" || !topic) return "must be a non-empty string";
-	if (/[+#\u0000]/.test(topic)) return "must not contain the wildcards + or # or NUL";
+	if (hasAnyOf(topic, "+#\u0000")) return "must not contain the wildcards + or # or NUL";
 	return undefined;
 }
 
