@@ -26,6 +26,11 @@ export function firstNotIn(text: string, extra: string): number {
 	return -1;
 }
 
+/** A hexadecimal digit, either case. */
+export function isHexDigit(c: number): boolean {
+	return isDigit(c) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);
+}
+
 /** One or more ASCII digits and nothing else. */
 export function isDigits(text: string): boolean {
 	if (!text.length) return false;
@@ -69,4 +74,4 @@ export function replaceValues(text: string, marker: string, stops: string, repla
 	return from ? out + text.slice(from) : text;
 }
 
-for (const f of [isLetter, isDigit, firstNotIn, isDigits, isDtdlName, hasAnyOf, isSpace, replaceValues]) Object.freeze(f);
+for (const f of [isLetter, isDigit, isHexDigit, firstNotIn, isDigits, isDtdlName, hasAnyOf, isSpace, replaceValues]) Object.freeze(f);

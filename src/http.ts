@@ -9,6 +9,7 @@
  */
 import type {Connection, HostAdapter, HostError, TimerHandle} from "./host.js";
 import {utf8Decode, utf8Encode} from "./encoding.js";
+import {hasAnyOf, isDigits, isHexDigit, isSpace} from "./chars.js";
 
 export interface HttpUrl {
 	readonly secure: boolean;
@@ -58,18 +59,55 @@ const USER_AGENT = "moddable-azure-iot";
 /** Splits an http(s) URL; a string saying what is wrong otherwise. */
 export function parseHttpUrl(url: string): HttpUrl | string {
 	if (typeof url !== "string") return "the URL is not a string";
-	const m = /^(https?):\/\/([^/?#\s]+)([^#\s]*)(#.*)?$/i.exec(url);
-	if (!m) return "the URL is not an http:// or https:// URL";
-	const secure = m[1].toLowerCase() === "https";
-	if (m[2].includes("@")) return "the URL carries a user name or password, which this device does not send";
-	const a = /^(\[[0-9A-Fa-f:.]+\]|[^:[\]]+)(?::(\d{1,5}))?$/.exec(m[2]);
+	// Characters are tested without RegExp: src/chars.ts says why.
+	const head = url.slice(0, 8).toLowerCase();
+	const secure = head.startsWith("https://");
+	if (!secure && !head.startsWith("http://")) return "the URL is not an http:// or https:// URL";
+	const rest = url.slice(secure ? 8 : 7);
+	const hash = rest.indexOf("#");
+	const beforeFragment = hash < 0 ? rest : rest.slice(0, hash);
+	let end = 0;
+	while (end < beforeFragment.length && beforeFragment[end] !== "/" && beforeFragment[end] !== "?") end++;
+	const authority = beforeFragment.slice(0, end);
+	if (!authority || hasSpace(beforeFragment) || (hash >= 0 && hasAnyOf(rest.slice(hash), LINE_ENDS))) return "the URL is not an http:// or https:// URL";
+	if (authority.includes("@")) return "the URL carries a user name or password, which this device does not send";
+	const a = splitAuthority(authority);
 	if (!a) return "the URL's host or port is malformed";
-	const host = a[1].startsWith("[") ? a[1].slice(1, -1) : a[1];
-	const port = a[2] === undefined ? (secure ? 443 : 80) : Number(a[2]);
+	const host = a.host;
+	const port = a.port === undefined ? (secure ? 443 : 80) : Number(a.port);
 	if (!(port >= 1 && port <= 65535)) return "the URL's port is not 1 to 65535";
-	let path = m[3] || "/";
+	let path = beforeFragment.slice(end) || "/";
 	if (path.startsWith("?")) path = "/" + path;
 	return Object.freeze({secure, host, port, path});
+}
+
+/** What RegExp's `.` does not match. */
+const LINE_ENDS = "\n\r\u2028\u2029";
+
+function hasSpace(text: string): boolean {
+	for (let i = 0; i < text.length; i++) if (isSpace(text.charCodeAt(i))) return true;
+	return false;
+}
+
+/** `host[:port]` or `[v6]:port` (a port of 1 to 5 digits), the brackets taken off; undefined when malformed. */
+function splitAuthority(authority: string): {host: string; port?: string} | undefined {
+	let host: string, rest: string;
+	if (authority.startsWith("[")) {
+		const close = authority.indexOf("]");
+		if (close < 2) return undefined;
+		host = authority.slice(1, close);
+		for (let i = 0; i < host.length; i++) if (!isHexDigit(host.charCodeAt(i)) && host[i] !== ":" && host[i] !== ".") return undefined;
+		rest = authority.slice(close + 1);
+	}
+	else {
+		const colon = authority.indexOf(":");
+		host = colon < 0 ? authority : authority.slice(0, colon);
+		if (!host || hasAnyOf(host, "[]")) return undefined;
+		rest = colon < 0 ? "" : authority.slice(colon);
+	}
+	if (!rest) return {host};
+	const port = rest.slice(1);
+	return rest[0] === ":" && isDigits(port) && port.length <= 5 ? {host, port} : undefined;
 }
 
 /** Starts a GET; every result comes through the handlers, never from inside this call. */
@@ -109,7 +147,7 @@ class HttpGet implements HttpRequest {
 		let request = `GET ${url.path} HTTP/1.1\r\nHost: ${url.host.includes(":") ? `[${url.host}]` : url.host}${url.port === (url.secure ? 443 : 80) ? "" : `:${url.port}`}\r\nUser-Agent: ${USER_AGENT}\r\nAccept: */*\r\nConnection: close\r\n`;
 		for (const name of Object.keys(options.headers ?? {})) {
 			const value = options.headers![name];
-			if (/[\r\n:]/.test(name) || /[\r\n]/.test(value)) {
+			if (hasAnyOf(name, "\r\n:") || hasAnyOf(value, "\r\n")) {
 				this._later({kind: "io", message: `request header ${JSON.stringify(name)} is malformed`});
 				return;
 			}
@@ -242,9 +280,9 @@ class HttpGet implements HttpRequest {
 		this._head = undefined;
 		const h = parsed.headers;
 		if (parsed.status === 204 || parsed.status === 304) this._mode = "none";
-		else if (/(^|,)\s*chunked\s*$/i.test(h["transfer-encoding"] ?? "")) this._mode = "chunked";
+		else if (lastCoding(h["transfer-encoding"] ?? "") === "chunked") this._mode = "chunked";
 		else if (h["content-length"] !== undefined) {
-			if (!/^\d{1,15}$/.test(h["content-length"])) {
+			if (!isDigits(h["content-length"]) || h["content-length"].length > 15) {
 				this._fail({kind: "io", message: `Content-Length ${JSON.stringify(h["content-length"])} is not a number`});
 				return undefined;
 			}
@@ -314,12 +352,12 @@ class HttpGet implements HttpRequest {
 				this._chunkState = "size";
 			}
 			else if (this._chunkState === "size") {
-				const m = /^([0-9A-Fa-f]{1,12})(;.*)?$/.exec(line.trim());
-				if (!m) {
+				const size = chunkSize(line);
+				if (size === undefined) {
 					this._fail({kind: "io", message: `the chunked response has a malformed chunk size ${JSON.stringify(line.slice(0, 20))}`});
 					return;
 				}
-				this._remaining = parseInt(m[1], 16);
+				this._remaining = size;
 				this._chunkState = this._remaining ? "data" : "trailer";
 			}
 			else if (line === "") {
@@ -328,6 +366,29 @@ class HttpGet implements HttpRequest {
 			}
 		}
 	}
+}
+
+/** The last transfer coding of a Transfer-Encoding header, in lower case. */
+function lastCoding(value: string): string {
+	return value.slice(value.lastIndexOf(",") + 1).trim().toLowerCase();
+}
+
+/** A chunk-size line (1 to 12 hex digits, then an optional ;extension), or undefined. */
+function chunkSize(line: string): number | undefined {
+	const text = line.trim();
+	const semicolon = text.indexOf(";");
+	const hex = semicolon < 0 ? text : text.slice(0, semicolon);
+	if (!hex.length || hex.length > 12 || hasAnyOf(text, LINE_ENDS)) return undefined;
+	for (let i = 0; i < hex.length; i++) if (!isHexDigit(hex.charCodeAt(i))) return undefined;
+	return parseInt(hex, 16);
+}
+
+/** The status of an `HTTP/1.0` or `HTTP/1.1` status line, or undefined. */
+function statusOf(line: string): number | undefined {
+	if (!line.startsWith("HTTP/1.0 ") && !line.startsWith("HTTP/1.1 ")) return undefined;
+	const code = line.slice(9, 12);
+	if (code.length !== 3 || !isDigits(code) || (line.length > 12 && line[12] !== " ") || hasAnyOf(line, LINE_ENDS)) return undefined;
+	return Number(code);
 }
 
 /** Index of the CRLFCRLF that ends the head, searching from `from`; -1 when not there yet. */
@@ -339,8 +400,8 @@ function headEnd(bytes: Uint8Array, from: number): number {
 
 function parseHead(text: string): HttpResponse | string {
 	const lines = text.split("\r\n");
-	const m = /^HTTP\/1\.[01] (\d{3})(?: .*)?$/.exec(lines[0]);
-	if (!m) return `the server did not answer with an HTTP/1.x status line (${JSON.stringify(lines[0].slice(0, 40))})`;
+	const status = statusOf(lines[0]);
+	if (status === undefined) return `the server did not answer with an HTTP/1.x status line (${JSON.stringify(lines[0].slice(0, 40))})`;
 	const headers: Record<string, string> = {};
 	for (let i = 1; i < lines.length; i++) {
 		const colon = lines[i].indexOf(":");
@@ -351,7 +412,7 @@ function parseHead(text: string): HttpResponse | string {
 		if (Object.prototype.hasOwnProperty.call(headers, name)) headers[name] += ", " + value;
 		else Object.defineProperty(headers, name, {value, enumerable: true, writable: true, configurable: true});
 	}
-	return Object.freeze({status: Number(m[1]), headers: Object.freeze(headers)});
+	return Object.freeze({status: status, headers: Object.freeze(headers)});
 }
 
 /** A URL for a message: without its query (ADU's carry tokens) and not too long. */
