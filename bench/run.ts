@@ -282,7 +282,7 @@ async function measure(o: Options, r: Results, emu: EmulatorProcess, sdk: Sdk | 
  */
 async function measureMemory(o: Options, r: Results, emu: EmulatorProcess, sdk: Sdk | undefined, x509: X509Fleet | undefined): Promise<void> {
 	const memory: NonNullable<Results["memory"]> = r.memory = {apps: {}, appErrors: {}, esp32Project: esp32ProjectCreation()};
-	if (!sdk || r.xs.missing) {
+	if (!sdk) {
 		memory.missing = r.xs.missing ?? "no simulator";
 		return;
 	}
