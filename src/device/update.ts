@@ -328,7 +328,7 @@ export class DeviceUpdate {
 		case "verify":
 			this._workflows = {[o.ticket]: this._state.job?.request.workflow.id ?? ""};
 			this._emit({event: "update.offered", workflowId: this._workflows[o.ticket]});
-			this._soon(() => ({type: "verified", ticket: o.ticket, result: verifyManifestSignature(o.manifest, o.signature, this._config.rootKeys, () => this._adapter.sha256!())}));
+			this._soon(() => ({type: "verified", ticket: o.ticket, result: verifyManifestSignature(o.manifest, o.signature, this._config.rootKeys, () => this._adapter.sha256!(), this._modPow())}));
 			break;
 		case "decide":
 			this._soon(() => this._decide(o));
@@ -359,6 +359,12 @@ export class DeviceUpdate {
 			this._log(o.message);
 			break;
 		}
+	}
+
+	/** The host's native exponentiation, bound to it; undefined for the core's own. */
+	private _modPow(): ((base: bigint, e: bigint, n: bigint) => bigint) | undefined {
+		const adapter = this._adapter;
+		return typeof adapter.modPow === "function" ? (base, e, n) => adapter.modPow!(base, e, n) : undefined;
 	}
 
 	private _decide(o: Extract<AduOutput, {type: "decide"}>): AduInput {
