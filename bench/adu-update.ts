@@ -9,7 +9,10 @@
  * check and decision (update.offered → update.accepted), the download's throughput over plain HTTP
  * from the emulator on the same machine (update.accepted → the last update.download), the hash read
  * back and the install (→ update.rebooting), and the XS peaks over those phases against the ESP32's
- * creation sizes. The image is a release simulator build of the firmware (about 2.6 MB).
+ * creation sizes; (3) the same update in the firmware built with the SDK's default ESP32 creation,
+ * fixed (bench/fixtures/manifest-product-esp32-default.json: 2048 slots, 32 KB of chunks, 384 stack
+ * slots, nothing grows, XS aborts when it runs out): whether it completes is the plain answer to
+ * "does it fit". The image is a release simulator build of the firmware (about 2.6 MB).
  * Prints a markdown table; --update replaces the part of FILE between <!-- bench-adu:begin --> and
  * <!-- bench-adu:end --> (appended as a section when absent). Needs the Moddable SDK (says so, exit 2).
  */
@@ -22,6 +25,7 @@ import {ESP32_SDK_DEFAULT, SLOT_BYTES_32, SLOT_BYTES_64, largestOf, parseMemory,
 
 const BUILD_ROOT = path.join(REPO_ROOT, "build/bench/adu");
 const PRODUCT_MEMORY_MANIFEST = path.join(REPO_ROOT, "bench/fixtures/manifest-product-memory.json");
+const SDK_DEFAULT_MANIFEST = path.join(REPO_ROOT, "bench/fixtures/manifest-product-esp32-default.json");
 const PROJECT_ESP32 = {heapSlots: 6144, chunkBytes: 49152, stackSlots: 1024};
 const MANUFACTURER = "Contoso";
 const MODEL = "BenchGadget";
@@ -160,6 +164,41 @@ async function oneUpdate(sdk: Sdk, emulator: Emulator, instrumented: Build, imag
 	};
 }
 
+/** One update in the fixed SDK-default creation: "fits" when it reaches update.rebooting, else where and how it stopped. */
+async function fixedCreationRun(sdk: Sdk, emulator: Emulator, build: Build, image: Build, n: number): Promise<{fits: boolean; detail: string}> {
+	const id = `bench-adu-fixed-${process.pid}-${n}`;
+	const {symmetricKey} = emulator.addEnrollment({registrationId: id});
+	let lastEvent = "the start";
+	let slotPeak = 0;
+	let keys: string[] = [];
+	const run = runFirmware({
+		sdk, soPath: build.soPath, fresh: true,
+		preferences: {registrationId: id, symmetricKey, dpsPort: emulator.port, hubPort: emulator.port},
+		onLine: line => {
+			const m = /\{"event":"([^"]+)"/.exec(line);
+			if (m && m[1] !== "update.download") lastEvent = m[1];
+			if (line.includes("instruments key: ")) keys = line.slice(line.indexOf("instruments key: ") + 17).split(",").map(k => k.trim());
+			const at = line.indexOf("instruments: ");
+			if (at >= 0) slotPeak = Math.max(slotPeak, Number(line.slice(at + 13).split(",")[keys.indexOf("Slot used")]) || 0);
+		},
+	});
+	try {
+		await run.waitFor("hub.connected", {timeoutMs: 120_000});
+		await new Promise(r => setTimeout(r, 2000));
+		const update = emulator.importUpdate({provider: MANUFACTURER, name: MODEL, version: `1.2.${n}`, file: image.soPath, compatibility: {manufacturer: MANUFACTURER, model: MODEL}});
+		emulator.deploy({updateId: update.updateId, deviceIds: [id]});
+		await run.waitFor("update.rebooting", {timeoutMs: 600_000});
+		return {fits: true, detail: `yes: the whole update ran to update.rebooting without running out (largest "Slot used" sample ${Math.round(slotPeak / SLOT_BYTES_64)} slots, garbage included)`};
+	}
+	catch (e) {
+		const why = run.failure ?? (e as Error).message;
+		return {fits: false, detail: `no: ${why.replace(/\s+/g, " ").slice(0, 120)}, after ${lastEvent}`};
+	}
+	finally {
+		await run.stop();
+	}
+}
+
 function median(values: number[]): number {
 	const v = values.filter(Number.isFinite).sort((a, b) => a - b);
 	return v.length ? v[Math.floor(v.length / 2)] : NaN;
@@ -177,7 +216,8 @@ function memoryCell(p: PhaseMemory | undefined): string {
 	const kb = (b: number) => `${(b / 1024).toFixed(1)} KB`;
 	return `slot heap ${slots} slots = ${kb(p.slotHeapBytes)} sim, ${kb(slots * SLOT_BYTES_32)} ESP32 (${Math.round(100 * slots / ESP32_SDK_DEFAULT.heapSlots)}% of ${ESP32_SDK_DEFAULT.heapSlots}, ${Math.round(100 * slots / PROJECT_ESP32.heapSlots)}% of this project's ${PROJECT_ESP32.heapSlots}); `
 		+ `chunk heap ${kb(p.chunkHeapBytes)} sim (ESP32 ≤ that) (${Math.round(100 * p.chunkHeapBytes / ESP32_SDK_DEFAULT.chunkBytes)}% of ${ESP32_SDK_DEFAULT.chunkBytes}, ${Math.round(100 * p.chunkHeapBytes / PROJECT_ESP32.chunkBytes)}% of ${PROJECT_ESP32.chunkBytes}); `
-		+ `stack ${stack} slots (${Math.round(100 * stack / ESP32_SDK_DEFAULT.stackSlots)}% of ${ESP32_SDK_DEFAULT.stackSlots})`;
+		+ `stack ${stack} slots (${Math.round(100 * stack / ESP32_SDK_DEFAULT.stackSlots)}% of ${ESP32_SDK_DEFAULT.stackSlots})`
+		+ (slots > ESP32_SDK_DEFAULT.heapSlots || p.chunkHeapBytes > ESP32_SDK_DEFAULT.chunkBytes || stack > ESP32_SDK_DEFAULT.stackSlots ? "; over the SDK default" : "; within the SDK default");
 }
 
 async function main(): Promise<number> {
@@ -199,6 +239,26 @@ async function main(): Promise<number> {
 			log(`update run ${n + 1} of ${runs}`);
 			results.push(await oneUpdate(sim.sdk, emulator, instrumented, image, n));
 		}
+		log("the same update in the SDK's default ESP32 creation, fixed");
+		const fixedBuild = await buildFirmware({sdk: sim.sdk, manifest: SDK_DEFAULT_MANIFEST, variant: "instrument", buildDir: path.join(BUILD_ROOT, "firmware-sdk-default"), roots: [emulator.caDer], settings: settings(emulator, "1.0.0")});
+		const fixed = await fixedCreationRun(sim.sdk, emulator, fixedBuild, image, 0);
+		// When the slot heap is what runs out, the same fixed build with only the heap raised to what the
+		// growing build reached tells whether the chunk heap and the stack of the SDK default hold the update.
+		const grownSlots = Math.max(...results.map(r => r.memory ? Math.ceil(r.memory.slotHeapBytes / SLOT_BYTES_64 / 64) * 64 : 0));
+		let raised: {fits: boolean; detail: string} | undefined;
+		if (!fixed.fits && grownSlots > ESP32_SDK_DEFAULT.heapSlots) {
+			log(`again with the heap raised to ${grownSlots} slots, chunk and stack as the SDK default`);
+			const dir = path.join(BUILD_ROOT, `firmware-sdk-default-heap${grownSlots}`);
+			fs.mkdirSync(dir, {recursive: true});
+			const manifest = path.join(dir, "raised.json");
+			const fixture = JSON.parse(fs.readFileSync(SDK_DEFAULT_MANIFEST, "utf8")) as {include: string[]; creation: {heap: {initial: number}}};
+			fixture.include = [path.join(REPO_ROOT, "manifest.json"), "$(MODULES)/base/instrumentation/manifest.json"];
+			fixture.creation.heap.initial = grownSlots;
+			fs.writeFileSync(manifest, JSON.stringify(fixture, null, "\t"));
+			const raisedBuild = await buildFirmware({sdk: sim.sdk, manifest, variant: "instrument", buildDir: path.join(dir, "build"), roots: [emulator.caDer], settings: settings(emulator, "1.0.0")});
+			raised = await fixedCreationRun(sim.sdk, emulator, raisedBuild, image, 1);
+			raised.detail = `heap ${grownSlots} slots: ${raised.detail}`;
+		}
 		const size = fs.statSync(image.soPath).size;
 		const rows = [
 			"| Measure (Device Update, firmware on the simulator) | Figure |",
@@ -210,6 +270,8 @@ async function main(): Promise<number> {
 			`| XS peak memory from the deployment to the restart (verify, download, hash, install), the firmware as it ships | ${memoryCell(largestOf(results.map(r => r.memory)))} |`,
 			...PHASES.filter(ph => results.some(r => r.phases[ph])).map(ph => `| … of which the samples taken ${ph === "verify" ? "during the signature check and decision" : ph === "download" ? "during the download (the first one follows the signature check: the heaps grew there)" : "during the hash read back and the install"} | ${memoryCell(largestOf(results.map(r => r.phases[ph])))} |`),
 			`| … chunk heap in use after the download's collections (its lowest sample: what stays live while it streams) | ${range(results.map(r => r.downloadChunkLow / 1024), "KB", 1)} |`,
+			`| **Fits the SDK's default ESP32 creation?** The same firmware and update built with it, fixed (heap 2048 slots, chunk 32 KB, stack 384 slots; XS aborts when any runs out; the simulator's chunks are if anything larger than the ESP32's) | ${fixed.detail} |`,
+			...(raised ? [`| … the same, fixed, with only the slot heap raised to what the growing build reached (chunk 32 KB and stack 384 slots as the SDK default) | ${raised.detail} |`] : []),
 		];
 		const text = [
 			`Measured ${new Date().toISOString()} in ${Math.round((Date.now() - started) / 1000)} s with \`npx tsx bench/adu-update.ts --runs ${runs}\`; load average before the run ${load}.`,

@@ -375,6 +375,7 @@ export class Device {
 		}, {
 			state: (state, info) => this._setState(state, info),
 			hub: hub => this._attach(hub),
+			opened: () => this._update?.opened(),
 			connected: () => {
 				if (reset && !this._resetReported) {
 					this._resetReported = true;

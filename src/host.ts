@@ -70,6 +70,8 @@ export interface HostAdapter {
 	hmacSha256(key: Uint8Array, message: Uint8Array): Uint8Array;
 	/** A streaming SHA-256 (Device Update: the manifest and the image). */
 	sha256?(): Sha256;
+	/** base^e mod n, native where the platform has it (Device Update's RSA); the core's own BigInt loop otherwise. */
+	modPow?(base: bigint, e: bigint, n: bigint): bigint;
 	/** Small persistent key-value store (Preference on the device). Keys at most 15 characters. */
 	storage?: Storage;
 	/** Diagnostic lines. Never given secrets. */

@@ -45,6 +45,19 @@ test("RS256 signatures made by Node verify; any change to message or signature f
 	t.false(rs256Verify(message, new Uint8Array(256), key, nodeSha256), "zero signature");
 });
 
+test("a host's modPow (the SDK's native one on the device) is used in place of the core's, and its answer is still checked", t => {
+	const sig = sign("sha256", message, privateKey);
+	let calls = 0;
+	const lent = (b: bigint, e: bigint, n: bigint) => { calls++; return modPow(b, Number(e), n); };
+	t.true(rs256Verify(message, sig, key, nodeSha256, lent));
+	t.is(calls, 1);
+	const bad = Uint8Array.from(sig);
+	bad[7] ^= 1;
+	t.false(rs256Verify(message, bad, key, nodeSha256, lent), "a changed signature");
+	t.false(rs256Verify(message, sig, key, nodeSha256, (_b, _e, n) => n), "an answer not below n");
+	t.false(rs256Verify(message, sig, key, nodeSha256, () => -1n), "a negative answer");
+});
+
 test("the encoded message is RFC 8017's, byte for byte", t => {
 	const digest = new Uint8Array(32).fill(0xab);
 	const em = Buffer.from(pkcs1Sha256Encoding(digest, 256));

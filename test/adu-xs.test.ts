@@ -10,7 +10,7 @@ import {REPO_ROOT, buildFirmware, runFirmware, simulatorAvailable} from "../tool
 import {loadCSdkPayloads} from "./helpers/adu.js";
 
 const sim = simulatorAvailable();
-const NAMES = ["katValid", "katInvalidManifest", "katWrongSha", "unknownRootKey", "deepHeader", "agentPayloads", "stateMachine", "verifyTime"];
+const NAMES = ["katValid", "katNative", "katInvalidManifest", "katWrongSha", "unknownRootKey", "deepHeader", "agentPayloads", "stateMachine", "verifyTime"];
 
 if (!sim.ok) {
 	console.log(`adu-xs.test.ts: skipped. ${sim.reason}`);

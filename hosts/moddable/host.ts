@@ -25,6 +25,7 @@ import {Socket} from "socket";
 import Timer from "timer";
 import {Digest} from "crypt";
 import HMAC from "hmac";
+import Modular from "modular";
 import type {Connection, ConnectionHandlers, ConnectOptions, HostAdapter, HostError, Sha256, Storage, TimerHandle} from "azure-iot/host";
 
 // Socket callback messages (modules/network/socket/socket.js).
@@ -526,6 +527,12 @@ export function createModdableHost(options: ModdableHostOptions = {}): HostAdapt
 				digest: () => new Uint8Array(digest.close()),
 			};
 		},
+		// The SDK's native exponentiation (the one its TLS uses for RSA): the JavaScript loop of
+		// src/adu/rsa.ts leaves two RSA-3072 products (1 KB of chunks) of garbage per step, this keeps
+		// a few numbers of the modulus' size in a pool and frees them on return. Only the
+		// exponentiation is the SDK's: the padding check stays src/adu/rsa.ts's (pkcs1_5.js skips the
+		// DigestInfo comparison).
+		modPow: (base: bigint, e: bigint, n: bigint): bigint => new Modular(n).exp(base, e),
 		storage: options.storage,
 		log,
 	});

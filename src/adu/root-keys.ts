@@ -53,7 +53,9 @@ export function defineRootKeys(keys: readonly RootKey[]): RootKeyTable {
 
 /** The production table plus extra keys (the emulator's root, for a build that asks for it). */
 export function extendRootKeys(table: RootKeyTable, extra: readonly RootKey[]): RootKeyTable {
-	return defineRootKeys([...table, ...extra]);
+	const checked = defineRootKeys([...table, ...extra]);
+	// The table's own entries are kept, not their checked copies: preloaded, they stay in flash instead of RAM.
+	return Object.freeze([...table, ...checked.slice(table.length)]);
 }
 
 export function findRootKey(table: RootKeyTable, kid: string): RootKeyTable[number] | undefined {

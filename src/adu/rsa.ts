@@ -18,6 +18,9 @@ export interface RsaPublicKey {
 // Bounds on what this device agrees to check: ADU keys are RSA-3072; below 2048 bits is unsafe,
 // above 4096 is only a way to make the device spend its time on exponentiation.
 export const RSA_MIN_BITS = 2048;
+
+/** base^e mod n; a host may lend a native one (hosts/moddable: the SDK's Modular, no JavaScript garbage per step). */
+export type ModPow = (base: bigint, e: bigint, n: bigint) => bigint;
 export const RSA_MAX_BITS = 4096;
 
 const HEX: readonly string[] = Object.freeze(Array.from({length: 256}, (_, i) => (i < 16 ? "0" : "") + i.toString(16)));
@@ -110,14 +113,19 @@ export function pkcs1Sha256Encoding(digest: Uint8Array, size: number): Uint8Arra
 	return em;
 }
 
-/** Whether `signature` is a valid RS256 signature of `message` under `key`. */
-export function rs256Verify(message: Uint8Array, signature: Uint8Array, key: RsaPublicKey, createSha256: CreateSha256): boolean {
+/**
+ * Whether `signature` is a valid RS256 signature of `message` under `key`. The digest is taken
+ * before the exponentiation, so that the message bytes are garbage while the big numbers live.
+ */
+export function rs256Verify(message: Uint8Array, signature: Uint8Array, key: RsaPublicKey, createSha256: CreateSha256, nativeModPow?: ModPow): boolean {
 	if (signature.length !== key.size) return false;
+	const digest = sha256Of(createSha256, message);
 	const s = bigIntFromBytes(signature);
 	if (s >= key.n) return false; // RSAVP1: the signature representative must be below n
-	const em = bytesFromBigInt(modPow(s, key.e, key.n), key.size);
+	const m = nativeModPow ? nativeModPow(s, BigInt(key.e), key.n) : modPow(s, key.e, key.n);
+	const em = typeof m === "bigint" && m >= 0n && m < key.n ? bytesFromBigInt(m, key.size) : undefined;
 	if (!em) return false;
-	const expected = pkcs1Sha256Encoding(sha256Of(createSha256, message), key.size);
+	const expected = pkcs1Sha256Encoding(digest, key.size);
 	let diff = 0;
 	for (let i = 0; i < expected.length; i++) diff |= em[i] ^ expected[i];
 	return diff === 0;

@@ -269,7 +269,8 @@ function verified(s: AduState, job: Job, res: JwsResult, out: AduOutput[]): AduS
 	const m = parseUpdateManifest(job.request.updateManifest!);
 	if (!m.ok) return refused(s, job, "badManifest", m.message, out);
 	out.push({type: "decide", ticket: job.ticket, manifest: m.value, fileUrls: job.request.fileUrls});
-	return {...s, phase: "deciding", job: {...job, manifest: m.value}};
+	// The manifest and signature text (3 KB and more) are not needed again: the job lets go of them.
+	return {...s, phase: "deciding", job: {...job, request: {workflow: job.request.workflow, fileUrls: job.request.fileUrls}, manifest: m.value}};
 }
 
 function decided(s: AduState, job: Job, d: HostDecision, out: AduOutput[]): AduState {
@@ -291,7 +292,8 @@ function decided(s: AduState, job: Job, d: HostDecision, out: AduOutput[]): AduS
 		return refused(s, job, d.reason, d.message, out, d.resultCode);
 	}
 	const plan = d.plan;
-	const started: Job = {...job, plan, attempts: 1};
+	// From here on the plan says all (its step count included): the parsed manifest and the file URLs are let go during the download.
+	const started: Job = {ticket: job.ticket, version: job.version, request: {workflow: job.request.workflow, fileUrls: []}, plan, received: job.received, attempts: 1};
 	out.push({type: "ack", payload: serviceAckPayload(job.version, true)});
 	out.push(report(s, AgentState.deploymentInProgress, job.request.workflow));
 	out.push(downloadAction(started));
@@ -317,7 +319,7 @@ function failure(s: AduState, job: Job, reason: ReasonName, message: string, out
 	out.push({type: "log", message: `workflow ${workflow.id} ${outcome} (${reason}): ${message}`});
 	const next = remember(idle(s), recordOf(workflow, outcome), out, reason, message);
 	const extended: number = Reason[reason] ?? Reason.refusedByApplication;
-	out.push(report(next, AgentState.failed, workflow, result(resultCode, extended, message, job.manifest?.steps.length ?? 0)));
+	out.push(report(next, AgentState.failed, workflow, result(resultCode, extended, message, job.plan?.stepCount ?? job.manifest?.steps.length ?? 0)));
 	out.push(report(next, AgentState.idle, workflow));
 	return next;
 }

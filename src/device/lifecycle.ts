@@ -33,6 +33,8 @@ export interface LifecycleHooks {
 	hub(hub: HubClient): void;
 	/** Connected (or again), subscribed. */
 	connected(info: {reconnect: boolean}): void;
+	/** The first connection's twin read is over (HubClient.open() resolved). */
+	opened?(): void;
 	/** Errors worth the application's attention that do not change the state. */
 	error(error: AzureIoTError): void;
 }
@@ -267,7 +269,7 @@ export class Lifecycle {
 		}
 		this._hub = hub;
 		this._hooks.hub(hub);
-		hub.open().catch(e => {
+		hub.open().then(() => this._hooks.opened?.(), e => {
 			const error = asError(e);
 			// Refused credentials were already handled by onAuthFailure (re-provisioning, then retarget);
 			// for anything else the client keeps retrying with backoff on its own.

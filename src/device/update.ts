@@ -174,6 +174,7 @@ export class DeviceUpdate {
 	private _hub: HubClient | undefined;
 	private _connected = false;
 	private _booted = false;
+	private _opened = false;
 	private _closed = false;
 	/** Delivered before the boot: handed over right after it. */
 	private _early: {version: number; service: unknown} | undefined;
@@ -219,8 +220,25 @@ export class DeviceUpdate {
 	setConnected(connected: boolean): void {
 		if (this._closed) return;
 		this._connected = connected;
-		if (connected && !this._booted) this._boot();
+		if (connected && !this._booted) {
+			if (this._opened) this._boot();
+			return;
+		}
 		if (connected) this._flush();
+	}
+
+	/**
+	 * The hub client's first twin read is over: the agent starts now, not at the connection itself,
+	 * whose twin read, subscriptions and the application's first report set the firmware's heap peak
+	 * (the agent's report and its stack on top of them did not fit the ESP32's default heap).
+	 */
+	opened(): void {
+		if (this._closed || this._opened) return;
+		this._opened = true;
+		if (this._connected && !this._booted) {
+			this._boot();
+			this._flush();
+		}
 	}
 
 	/** `desired.deviceUpdate.service` from the twin read or a patch, with the desired $version. */
@@ -328,7 +346,7 @@ export class DeviceUpdate {
 		case "verify":
 			this._workflows = {[o.ticket]: this._state.job?.request.workflow.id ?? ""};
 			this._emit({event: "update.offered", workflowId: this._workflows[o.ticket]});
-			this._soon(() => ({type: "verified", ticket: o.ticket, result: verifyManifestSignature(o.manifest, o.signature, this._config.rootKeys, () => this._adapter.sha256!())}));
+			this._soon(() => ({type: "verified", ticket: o.ticket, result: verifyManifestSignature(o.manifest, o.signature, this._config.rootKeys, () => this._adapter.sha256!(), this._modPow())}));
 			break;
 		case "decide":
 			this._soon(() => this._decide(o));
@@ -359,6 +377,12 @@ export class DeviceUpdate {
 			this._log(o.message);
 			break;
 		}
+	}
+
+	/** The host's native exponentiation, bound to it; undefined for the core's own. */
+	private _modPow(): ((base: bigint, e: bigint, n: bigint) => bigint) | undefined {
+		const adapter = this._adapter;
+		return typeof adapter.modPow === "function" ? (base, e, n) => adapter.modPow!(base, e, n) : undefined;
 	}
 
 	private _decide(o: Extract<AduOutput, {type: "decide"}>): AduInput {
