@@ -11,22 +11,12 @@ import {encodeComponent} from "../src/query.js";
 import {redact, signatureOf} from "../src/sas.js";
 import {classifyTopic as parseTopic} from "../src/hub/topics.js";
 import {parseCertificate} from "../src/x509.js";
+import {seededRandom} from "./helpers/fake-host.js";
 
 const ALPHABET = "aZ09-._:+#%*?!(),=@$'_ /\\;&\"\t\u00e9\u{1F600}dtmi;";
 
-function seeded(seed: number): () => number {
-	let a = seed >>> 0;
-	return () => {
-		a = (a + 0x6d2b79f5) >>> 0;
-		let t = a;
-		t = Math.imul(t ^ (t >>> 15), t | 1);
-		t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-		return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-	};
-}
-
 function strings(count: number, extra: string[] = []): string[] {
-	const random = seeded(7);
+	const random = seededRandom(7);
 	const chars = [...ALPHABET];
 	const out = ["", "a", "_", "a_", "_a", "0", "00", "a1", "A_b", ...extra];
 	for (let i = 0; i < count; i++) {

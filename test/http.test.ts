@@ -9,6 +9,7 @@ import * as net from "node:net";
 import type {AddressInfo} from "node:net";
 import {httpGet, parseHttpUrl, type HttpResponse} from "../src/http.js";
 import {createNodeHost} from "../hosts/node/host.js";
+import {seededRandom} from "./helpers/fake-host.js";
 
 /** The RegExp version parseHttpUrl replaced, for comparison. */
 function byRegExp(url: string): unknown {
@@ -36,8 +37,7 @@ test("parseHttpUrl accepts and refuses what its RegExps did", t => {
 		"https://x.blob.core.windows.net/c/f?sv=2020&sig=a%3D", "http://[1:2:3:4:5:6:7:8]:1/", "http://h:00080/",
 	];
 	const alphabet = [..."ahH:/?#@[]1 .\t\n%-_"];
-	let a = 12345;
-	const random = () => ((a = (a * 1103515245 + 12345) >>> 0) / 4294967296);
+	const random = seededRandom(12345);
 	const generated: string[] = [];
 	for (let i = 0; i < 4000; i++) {
 		let s = random() < 0.5 ? "http://" : "https://";
