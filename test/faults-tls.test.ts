@@ -145,16 +145,25 @@ test("no fallback to plain TCP: a server speaking plain MQTT only ever receives 
 	}
 });
 
-test("no fallback in the code: the Node and Moddable hosts only open TLS connections, with verification on", t => {
+test("no fallback in the code: the hosts open plain TCP only when asked by secure false, which only the HTTP download asks, and TLS always verifies", t => {
 	const node = fs.readFileSync(path.join(ROOT, "hosts/node/host.ts"), "utf8");
 	t.regex(node, /tls\.connect\(/);
-	t.notRegex(node, /from "node:net"|net\.connect|createConnection|rejectUnauthorized:\s*false|NODE_TLS_REJECT_UNAUTHORIZED/);
+	t.notRegex(node, /rejectUnauthorized:\s*false|NODE_TLS_REJECT_UNAUTHORIZED/);
 	t.regex(node, /rejectUnauthorized:\s*true/);
+	// Plain TCP (Device Update's http:// file URLs, trusted by their signed hash) once, behind the flag.
+	t.is(node.match(/net\.connect\(/g)?.length, 1, "one plain connect in the Node host");
+	t.regex(node, /if \(options\.secure === false\) \{[^}]*net\.connect\(/);
 	const moddable = fs.readFileSync(path.join(ROOT, "hosts/moddable/host.ts"), "utf8");
 	t.regex(moddable, /SecureSocket/);
-	t.notRegex(moddable, /from "socket"|verify:\s*false/);
+	t.notRegex(moddable, /verify:\s*false/);
+	t.is(moddable.match(/new Socket\(/g)?.length, 1, "one plain socket in the Moddable host");
+	t.regex(moddable, /o\.secure === false \? new PlainConnection\(/);
+	// In the core only src/http.ts sets secure (from the URL's scheme); MQTT (DPS, hub) never does.
 	for (const file of fs.readdirSync(path.join(ROOT, "src"), {recursive: true}) as string[]) {
 		if (!file.endsWith(".ts")) continue;
-		t.notRegex(fs.readFileSync(path.join(ROOT, "src", file), "utf8"), /\bplain\b.*fallback|fallback.*\b(1883|plain)\b/i, `src/${file}`);
+		const text = fs.readFileSync(path.join(ROOT, "src", file), "utf8");
+		t.notRegex(text, /\bplain\b.*fallback|fallback.*\b(1883|plain)\b/i, `src/${file}`);
+		if (file !== "http.ts" && file !== "host.ts") t.notRegex(text, /\bsecure\s*[:=]/, `src/${file} sets no secure flag`);
 	}
+	t.regex(fs.readFileSync(path.join(ROOT, "src/http.ts"), "utf8"), /secure: url\.secure/);
 });
