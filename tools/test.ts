@@ -122,7 +122,8 @@ export function avaCounts(output: string): {passed: number; failed: number; skip
 		return m ? Number(m[1]) : 0;
 	};
 	return {
-		passed: count(/^\s*(\d+) tests? passed/gm),
+		// With failures ava prints no "passed" count: then its ✔ lines are counted.
+		passed: count(/^\s*(\d+) tests? passed/gm) || [...output.matchAll(/^\s*✔ /gm)].length,
 		failed: count(/^\s*(\d+) tests? failed/gm) + count(/^\s*(\d+) uncaught exceptions?/gm) + count(/^\s*(\d+) unhandled rejections?/gm),
 		skipped: count(/^\s*(\d+) tests? skipped/gm),
 	};
