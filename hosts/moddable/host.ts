@@ -16,7 +16,7 @@
  * see SESSION CACHE below.
  *
  * This module is preloaded (built at build time, kept in flash), so it must not read anything of the
- * device when it loads: Preference lives in ./storage, which is not. It imports the core by its
+ * device when it loads: Preference is used only from ./storage and ./platform, when called. It imports the core by its
  * module specifiers (azure-iot/...): the core itself never imports a host.
  */
 import config from "mc/config";

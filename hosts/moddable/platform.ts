@@ -10,7 +10,9 @@
  * (what the image is) and the trusted roots cannot be changed from storage. X.509 material is a
  * Preference blob (DER), or at build time the name of a data resource holding it.
  *
- * Not preloaded: Preference is read here, and the simulator's Preference reads its file when it loads.
+ * Preloaded, so that its code stays in flash (a module loaded at run time costs heap for each of its
+ * functions and for the module map): it reads Preference only when called, never when it loads, and
+ * the simulator's Preference (hosts/sim/preference.ts) reads its file on first use.
  */
 import config from "mc/config";
 import Preference from "preference";

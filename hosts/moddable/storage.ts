@@ -1,7 +1,7 @@
 /*
- * Storage (src/host.ts) on Preference: NVS on the ESP32, a file on the simulator. Kept apart from
- * ./host so that the host can be preloaded: the simulator's Preference reads its file when the
- * module loads, and a preloaded module loads on the build machine.
+ * Storage (src/host.ts) on Preference: NVS on the ESP32, a file on the simulator. Preloaded, like
+ * every Preference module of the builds (the simulator's reads its file on first use): nothing here
+ * reads storage when the module loads, which for a preloaded module is on the build machine.
  */
 import Preference from "preference";
 import type {Storage} from "azure-iot/host";

@@ -10,7 +10,8 @@
  * is decoded once, byte by byte, when the file is read, kept as an ArrayBuffer, and written back in
  * small pieces. The ESP32 needs nothing of the kind: its NVS returns a blob as an ArrayBuffer.
  *
- * Not preloaded: it reads its file when it loads.
+ * Preloaded (hosts/sim/manifest.json): it reads its file on first use, never when it loads, which on a
+ * preloaded module would be on the build machine.
  */
 import {File} from "file";
 import config from "mc/config";
@@ -57,9 +58,12 @@ function load(): Domains {
 	}
 }
 
-const cache: Domains = load();
+/** Read on first use, not when the module loads: so that it can be preloaded (a preloaded module loads on the build machine). */
+let loaded: Domains | undefined;
+const store = (): Domains => loaded ??= load();
 
 function save(): void {
+	const cache = store();
 	try {
 		if (File.exists(PATH)) File.delete(PATH);
 		const file = new File(PATH, true);
@@ -92,7 +96,7 @@ function save(): void {
 
 export default class Preference {
 	static get(domain: string, key: string): Value | undefined {
-		const value = cache[domain]?.[key];
+		const value = store()[domain]?.[key];
 		// A copy, as NVS gives: the caller may change it.
 		return value instanceof ArrayBuffer ? value.slice(0) : value;
 	}
@@ -101,11 +105,12 @@ export default class Preference {
 		const stored = ArrayBuffer.isView(value)
 			? new Uint8Array(value.buffer, value.byteOffset, value.byteLength).slice().buffer
 			: value instanceof ArrayBuffer ? value.slice(0) : value;
-		(cache[domain] ??= {})[key] = stored;
+		(store()[domain] ??= {})[key] = stored;
 		save();
 	}
 
 	static delete(domain: string, key: string): void {
+		const cache = store();
 		const values = cache[domain];
 		if (!values || values[key] === undefined) return;
 		delete values[key];
@@ -114,7 +119,8 @@ export default class Preference {
 	}
 
 	static keys(domain: string): string[] {
-		return cache[domain] ? Object.keys(cache[domain]) : [];
+		const values = store()[domain];
+		return values ? Object.keys(values) : [];
 	}
 }
 Object.freeze(Preference.prototype);
