@@ -117,7 +117,7 @@ async function importIntoEmulator(api: string, request: Record<string, unknown>)
 	console.error(`image: imported. Deploy it: curl -s -X POST ${base}/deployments -H 'content-type: application/json' -d '${JSON.stringify({updateId: imported.updateId, deviceIds: ["<device id>"]})}'`);
 }
 
-function azureSteps(o: Options, file: string, id: {provider: string; name: string; version: string}, compat: {manufacturer: string; model: string}, criteria: string): void {
+function azureSteps(file: string, id: {provider: string; name: string; version: string}, compat: {manufacturer: string; model: string}, criteria: string): void {
 	const base = path.basename(file);
 	const lines = [
 		"# Device Update for IoT Hub (an ADU account and instance linked to the hub; the device reports the deviceUpdate component):",
@@ -191,7 +191,7 @@ async function main(): Promise<void> {
 	if (!manufacturer || !model || !provider || !name) fail("to import it, give --manufacturer and --model (or update.manufacturer and update.model in --config), as the devices report them");
 	const criteria = o.installedCriteria ?? o.version;
 	if (o.emulator) await importIntoEmulator(o.emulator, {provider, name, version: o.version, file: out, compatibility: {manufacturer, model}, installedCriteria: criteria});
-	if (o.azure) azureSteps(o, out, {provider, name, version: o.version}, {manufacturer, model}, criteria);
+	if (o.azure) azureSteps(out, {provider, name, version: o.version}, {manufacturer, model}, criteria);
 }
 
 main().catch(e => fail((e as Error).stack ?? String(e), 1));

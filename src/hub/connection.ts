@@ -10,7 +10,6 @@ import type {HostAdapter, TimerHandle} from "../host.js";
 import {AzureIoTError} from "../errors.js";
 import {hubPassword, redact, signatureOf} from "../sas.js";
 import {Backoff} from "../backoff.js";
-import {MqttClient} from "../mqtt/client.js";
 import type {MqttClientOptions, MqttMessage, MqttSession, QoS, Subscription} from "../mqtt/types.js";
 import {hubUsername} from "./topics.js";
 
