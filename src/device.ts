@@ -15,15 +15,15 @@
  * Bad options are code: they throw.
  */
 import {AzureIoTError, configError} from "./errors.js";
-import type {CloudMessage, HubClient, MethodRequest, MethodResponse, RefusedMessage, TelemetryOptions, TwinRefusal} from "./hub.js";
+import type {CloudMessage, DesiredInfo, HubClient, MethodRequest, MethodResponse, RefusedMessage, TelemetryOptions, TwinRefusal} from "./hub.js";
 import {utf8Decode} from "./encoding.js";
 import {checkModelId} from "./validate.js";
 import {isDtdlName} from "./chars.js";
 import {checkSettings, publicSettings, SETTING_NAMES, SETTINGS, type SettingName, type Settings} from "./settings.js";
 import {acknowledgementPatch, alreadyAcknowledged, reportedPatch, writableProperties, type Acknowledgement, type WritableProperty} from "./pnp.js";
-import {asError, Lifecycle, type DeviceState, type Identity} from "./device/lifecycle.js";
+import {asError, Lifecycle, type DeviceState, type Identity, type LifecycleOwner} from "./device/lifecycle.js";
 import {ReportQueue} from "./device/reports.js";
-import type {DeviceEvent, Platform} from "./device/platform.js";
+import type {DeviceEvent, Platform, ResetInfo} from "./device/platform.js";
 import {ADU_CONTRACT_MODEL_ID, DeviceUpdate, resolveUpdateConfig, type UpdateOptions} from "./device/update.js";
 
 export type {CloudMessage, RefusedMessage} from "./hub.js";
@@ -179,13 +179,17 @@ export class Device {
 	private _queueLimit = 16;
 	private _resetReported = false;
 	private _update: DeviceUpdate | undefined;
+	/** Why the device last reset, reported once connected. */
+	private _reset: ResetInfo | undefined;
+	private _link: InstanceType<typeof Device.Link>;
 
 	constructor(options: DeviceOptions) {
 		const checked = checkOptions(options);
 		this._options = options;
 		this._platform = options.platform;
 		this._components = checked.components;
-		this._reports = new ReportQueue(options.platform.adapter, e => this._emit(e));
+		this._link = new Device.Link(this);
+		this._reports = new ReportQueue(options.platform.adapter, this._link);
 		// Everything else happens in a job of its own: never inside the constructor.
 		Promise.resolve().then(() => this._start(checked.modelId));
 	}
@@ -341,7 +345,7 @@ export class Device {
 			}
 			const u = this._options.update ?? (settings.aduManufacturer !== undefined);
 			if (u !== false)
-				update = new DeviceUpdate(p, resolveUpdateConfig(u, settings, p), {emit: e => this._emit(e), error: e => this._call("onError", e)});
+				update = new DeviceUpdate(p, resolveUpdateConfig(u, settings, p), this._link);
 		}
 		catch (e) {
 			const error = asError(e);
@@ -357,33 +361,8 @@ export class Device {
 		this._update = update;
 		const reset = this._options.reportReset === false ? undefined : p.lastReset?.();
 		if (reset) this._emit({event: "device.reset", ...reset});
-		this._lifecycle = new Lifecycle(p, settings, identity, this._modelId, {
-			onDesired: (patch, version, info) => this._onDesired(patch, version, info.complete ? info.reported : undefined),
-			onMethod: request => this._onMethod(request),
-			onMethodRefused: info => {
-				this._emit({event: "method.rejected", name: info.name, status: info.status, size: info.size});
-				this._call("onRefused", {kind: "command", method: info.name, status: info.status, size: info.size, reason: info.reason});
-			},
-			onMessage: message => this._onMessage(message),
-			onMessageRefused: message => this._onMessageRefused(message),
-			onTwinRefused: refusal => this._onTwinRefused(refusal),
-			onQueueOverflow: refused => this._emit({event: "error", code: "queue.full", message: `telemetry ${refused.messageId} was not accepted: the outbound queue is full while the hub is unreachable`}),
-			onError: error => {
-				this._emit({event: "error", code: error.code, message: error.message});
-				this._call("onError", error);
-			},
-		}, {
-			state: (state, info) => this._setState(state, info),
-			hub: hub => this._attach(hub),
-			opened: () => this._update?.opened(),
-			connected: () => {
-				if (reset && !this._resetReported) {
-					this._resetReported = true;
-					this.report({lastReset: reset});
-				}
-			},
-			error: error => this._call("onError", error),
-		});
+		this._reset = reset;
+		this._lifecycle = new Lifecycle(p, settings, identity, this._modelId, this._link);
 		this._lifecycle.start().catch(e => {
 			const error = asError(e);
 			this._emit({event: "error", code: error.code, message: error.message});
@@ -398,14 +377,102 @@ export class Device {
 	}
 
 	private _sendNow(hub: HubClient, body: string | Uint8Array | object, options: TelemetryOptions, callback?: Callback<{messageId: string}>): void {
-		hub.sendTelemetry(body, options).then(result => {
-			if (callback) this._invoke(() => callback(null, result));
-		}, e => {
-			const error = asError(e);
-			// queue.full is reported by the hub client's overflow callback already; closing says so itself.
-			if (callback) this._invoke(() => callback(error));
-			else if (error.code !== "queue.full" && error.code !== "hub.closed") this._call("onError", error);
-		});
+		// A callback all the way down, not a promise chain: each message waiting for its PUBACK costs less heap.
+		hub.queueTelemetry(body, options, callback
+			? (error, result) => this._invoke(() => callback(error && asError(error), result))
+			: this._telemetryDone);
+	}
+
+	/** For telemetry sent without a callback: failures go to onError (one function for all of them). */
+	private readonly _telemetryDone = (error: AzureIoTError | null): void => {
+		// queue.full is reported by the hub client's overflow callback already; closing says so itself.
+		if (error && error.code !== "queue.full" && error.code !== "hub.closed") this._call("onError", asError(error));
+	};
+
+	/**
+	 * What the lifecycle, the hub client, the report queue and Device Update call back, as one
+	 * object: a closure costs about 6 heap slots on XS, an object of this class 2, and its methods
+	 * stay in flash with the preloaded module (BENCHMARKS.md). Inside the class body, so that it
+	 * reaches the device's private members.
+	 */
+	private static Link = class implements LifecycleOwner {
+		private _device: Device;
+
+		constructor(device: Device) {
+			this._device = device;
+		}
+
+		// the hub client's (HubFeatures)
+		onDesired(patch: Record<string, unknown>, version: number, info: DesiredInfo): void {
+			this._device._onDesired(patch, version, info.complete ? info.reported : undefined);
+		}
+
+		onMethod(request: MethodRequest): Promise<MethodResponse> {
+			return this._device._onMethod(request);
+		}
+
+		onMethodRefused(info: {name: string; status: number; size: number; reason: string}): void {
+			const device = this._device;
+			device._emit({event: "method.rejected", name: info.name, status: info.status, size: info.size});
+			device._call("onRefused", {kind: "command", method: info.name, status: info.status, size: info.size, reason: info.reason});
+		}
+
+		onMessage(message: CloudMessage): void | Promise<void> {
+			return this._device._onMessage(message);
+		}
+
+		onMessageRefused(message: RefusedMessage): void {
+			this._device._onMessageRefused(message);
+		}
+
+		onTwinRefused(refusal: TwinRefusal): void {
+			this._device._onTwinRefused(refusal);
+		}
+
+		onQueueOverflow(refused: {messageId: string}): void {
+			this._device._emit({event: "error", code: "queue.full", message: `telemetry ${refused.messageId} was not accepted: the outbound queue is full while the hub is unreachable`});
+		}
+
+		onError(error: AzureIoTError): void {
+			this._device._emit({event: "error", code: error.code, message: error.message});
+			this._device._call("onError", error);
+		}
+
+		// the lifecycle's (LifecycleHooks)
+		state(state: DeviceState, info: StateInfo): void {
+			this._device._setState(state, info);
+		}
+
+		hub(hub: HubClient): void {
+			this._device._attach(hub);
+		}
+
+		opened(): void {
+			this._device._update?.opened();
+		}
+
+		connected(): void {
+			const device = this._device;
+			if (device._reset && !device._resetReported) {
+				device._resetReported = true;
+				device.report({lastReset: device._reset});
+			}
+		}
+
+		// also Device Update's and the report queue's
+		error(error: AzureIoTError): void {
+			this._device._call("onError", error);
+		}
+
+		emit(event: DeviceEvent): void {
+			this._device._emit(event);
+		}
+	};
+
+	static {
+		// Preloaded and frozen, as every class here: then it stays in flash.
+		Object.freeze(Device.Link.prototype);
+		Object.freeze(Device.Link);
 	}
 
 	// --- what the hub sends ---
@@ -513,7 +580,14 @@ export class Device {
 
 	private _call<K extends "onStateChange" | "onRefused" | "onError">(name: K, ...args: Parameters<NonNullable<DeviceOptions[K]>>): void {
 		const f = this._options[name] as ((...a: unknown[]) => void) | undefined;
-		if (f) this._invoke(() => f.apply(this, args));
+		if (!f) return;
+		// Not through _invoke: two stack frames fewer under every state change (the XS stack is small on the ESP32).
+		try {
+			f.apply(this, args);
+		}
+		catch (e) {
+			this._threw(e);
+		}
 	}
 
 	private _invoke(call: () => void): void {
@@ -521,8 +595,12 @@ export class Device {
 			call();
 		}
 		catch (e) {
-			this._emit({event: "error", code: "internal", message: `an application callback threw: ${e instanceof Error ? e.message : String(e)}`});
+			this._threw(e);
 		}
+	}
+
+	private _threw(e: unknown): void {
+		this._emit({event: "error", code: "internal", message: `an application callback threw: ${e instanceof Error ? e.message : String(e)}`});
 	}
 
 	private _emit(event: DeviceEvent): void {

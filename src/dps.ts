@@ -319,7 +319,7 @@ export class ProvisioningClient {
 				reject(e);
 			};
 			// X.509: the certificate attests; DPS needs no password.
-			if (o.symmetricKey !== undefined) options.password = dpsPassword(o.idScope, o.registrationId, o.symmetricKey, expiry, o.adapter.hmacSha256);
+			if (o.symmetricKey !== undefined) options.password = dpsPassword(o.idScope, o.registrationId, o.symmetricKey, expiry, (k, m) => o.adapter.hmacSha256(k, m));
 			else {
 				options.server.clientCertificates = o.clientCertificates;
 				options.server.clientKey = o.clientKey;

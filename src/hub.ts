@@ -19,10 +19,10 @@ import {MqttClient} from "./mqtt/client.js";
 import type {MqttClientOptions, MqttMessage, MqttSession, Subscription} from "./mqtt/types.js";
 import {DEFAULT_LIMITS, HUB_MAXIMUM_BYTES, type IncomingLimits} from "./limits.js";
 import {checkDeviceId, checkHostName, checkKey, checkModelId, checkPort, checkPositive, checkRoots} from "./validate.js";
-import {HubConnection, type ConnectionSettings} from "./hub/connection.js";
-import {Telemetry, type TelemetryOptions} from "./hub/telemetry.js";
-import {TwinFeature, type DesiredInfo, type Twin, type TwinRefusal} from "./hub/twin.js";
-import {Methods, type MethodHandler, type MethodRequest, type MethodResponse} from "./hub/methods.js";
+import {HubConnection, type ConnectionEvents, type ConnectionSettings} from "./hub/connection.js";
+import {Telemetry, type TelemetryDone, type TelemetryHooks, type TelemetryOptions} from "./hub/telemetry.js";
+import {TwinFeature, type DesiredInfo, type Twin, type TwinHooks, type TwinRefusal} from "./hub/twin.js";
+import {Methods, type MethodHooks, type MethodRequest, type MethodResponse} from "./hub/methods.js";
 import {onCloudMessage, type CloudMessage, type RefusedMessage} from "./hub/c2d.js";
 import {DESIRED_PATCHES, METHOD_REQUESTS, TWIN_RESPONSES, c2dSubscription, classifyTopic, topicKind} from "./hub/topics.js";
 
@@ -35,6 +35,7 @@ export type {IncomingLimits} from "./limits.js";
 /** How this client announces itself in the CONNECT user name, as Microsoft's SDKs do theirs. */
 export const CLIENT_TYPE = "moddable-azure-iot/0.2.0";
 
+/** The callbacks are called as methods of this object, so it may be an object of a class (src/device/lifecycle.ts). */
 export interface HubOptions {
 	adapter: HostAdapter;
 	/** The hub's host name, e.g. `contoso.azure-devices.net` (DPS's assignedHub). */
@@ -176,7 +177,7 @@ export class HubClient {
 			tokenTtlSeconds: ttl,
 			renewBeforeSeconds: checkPositive(options.renewBeforeSeconds ?? defaultRenew, "renewBeforeSeconds", 0.001, ttl - 1),
 			backoff,
-			createSession: options.createSession ?? (o => new MqttClient(o)),
+			createSession: options.createSession ?? newMqttClient,
 		};
 		const operationTimeoutMs = checkPositive(options.operationTimeoutMs ?? 30000, "operationTimeoutMs", 1, 3600000);
 		const maxInFlight = Math.floor(checkPositive(options.maxInFlight ?? 8, "maxInFlight", 1, 65535));
@@ -184,43 +185,132 @@ export class HubClient {
 		const limits = this._limits = checkLimits(options.limits);
 		this.#options = options;
 
-		const connection = this._connection = new HubConnection(settings, {
-			subscriptions: () => this._subscriptions(),
-			incomingLimit: topic => this._limitFor(topic),
-			onReady: (gen, info) => this._onReady(gen, info),
-			onMessage: (gen, message) => this._onMessage(gen, message),
-			onEnd: (gen, closing) => this._onEnd(gen, closing),
-			onDisconnect: (error, delay) => this._onDisconnect(error, delay),
-			onAuthFailure: error => this._emit("onAuthFailure", () => this.#options.onAuthFailure?.(error)),
-			log: line => this._log(line),
-		});
-		const scrub = (text: string) => connection.scrub(text);
-		this._telemetry = new Telemetry(connection, {queueLimit, maxInFlight}, {
-			onOverflow: refused => this._emit("onQueueOverflow", () => this.#options.onQueueOverflow?.(refused)),
-			refuse: error => error instanceof AzureIoTError ? new AzureIoTError(error.code, scrub(error.message), {status: error.status}) : new AzureIoTError("config", scrub(String(error))),
-			uuid: () => uuid(adapter),
-		});
-		const onDesired = options.onDesired;
-		this._twin = new TwinFeature(connection, {operationTimeoutMs, backoff}, {
-			onDesired: onDesired && ((patch, version, info) => this._emit("onDesired", () => onDesired(patch, version, info))),
-			error: error => this._error(error),
-			refused: (refusal, error) => {
-				this._log(`${error.code}: ${error.message}`);
-				const onRefused = this.#options.onTwinRefused;
-				if (onRefused) this._emit("onTwinRefused", () => onRefused(refusal));
-				else this._emit("onError", () => this.#options.onError?.(error));
-			},
-			readDone: () => this._resolveOpen(),
-			scrub,
-			maxTwinBytes: limits.maxTwinBytes,
-		});
-		const onMethod = options.onMethod;
-		this._methods = new Methods(connection, {
-			handler: onMethod && ((request => onMethod(request)) as MethodHandler),
-			refused: info => this._emit("onMethodRefused", () => this.#options.onMethodRefused?.(info)),
-			scrub,
-			maxMethodBytes: limits.maxMethodBytes,
-		});
+		const hooks = new HubClient.Hooks(this);
+		const connection = this._connection = new HubConnection(settings, hooks);
+		this._telemetry = new Telemetry(connection, {queueLimit, maxInFlight}, hooks);
+		this._twin = new TwinFeature(connection, {operationTimeoutMs, backoff}, hooks);
+		this._methods = new Methods(connection, hooks);
+	}
+
+	/**
+	 * What the connection and the features call back, as one object: a closure costs about 6 heap
+	 * slots on XS, an object of this class 2, and its methods stay in flash with the preloaded module
+	 * (BENCHMARKS.md). Inside the class body, so that it reaches the client's private members.
+	 */
+	private static Hooks = class implements ConnectionEvents, TelemetryHooks, TwinHooks, MethodHooks {
+		private _hub: HubClient;
+
+		constructor(hub: HubClient) {
+			this._hub = hub;
+		}
+
+		// HubConnection's
+		subscriptions(): Subscription[] {
+			return this._hub._subscriptions();
+		}
+
+		incomingLimit(topic: string): number {
+			return this._hub._limitFor(topic);
+		}
+
+		onReady(gen: number, info: {sessionPresent: boolean; reconnect: boolean}): void {
+			this._hub._onReady(gen, info);
+		}
+
+		onMessage(gen: number, message: MqttMessage): void | Promise<void> {
+			return this._hub._onMessage(gen, message);
+		}
+
+		onEnd(gen: number, closing: boolean): void {
+			this._hub._onEnd(gen, closing);
+		}
+
+		onDisconnect(error: AzureIoTError, retryInMs: number): void {
+			this._hub._onDisconnect(error, retryInMs);
+		}
+
+		onAuthFailure(error: AzureIoTError): void {
+			const hub = this._hub;
+			hub._emit("onAuthFailure", () => hub.#options.onAuthFailure?.(error));
+		}
+
+		log(line: string): void {
+			this._hub._log(line);
+		}
+
+		// Telemetry's
+		onOverflow(refused: {messageId: string}): void {
+			const hub = this._hub;
+			hub._emit("onQueueOverflow", () => hub.#options.onQueueOverflow?.(refused));
+		}
+
+		refuse(error: unknown): AzureIoTError {
+			return error instanceof AzureIoTError ? new AzureIoTError(error.code, this.scrub(error.message), {status: error.status}) : new AzureIoTError("config", this.scrub(String(error)));
+		}
+
+		uuid(): string {
+			return uuid(this._hub.#options.adapter);
+		}
+
+		// TwinFeature's
+		onDesired(patch: Record<string, unknown>, version: number, info: DesiredInfo): void {
+			// Called as a method of the options (they may be an object of a class: src/device/lifecycle.ts),
+			// and not through _emit: two stack frames fewer under a deployment's handling (Device Update).
+			try {
+				this._hub.#options.onDesired?.(patch, version, info);
+			}
+			catch (error) {
+				this._hub._threw("onDesired", error);
+			}
+		}
+
+		error(error: AzureIoTError): void {
+			this._hub._error(error);
+		}
+
+		refused(refusal: TwinRefusal, error: AzureIoTError): void {
+			const hub = this._hub;
+			hub._log(`${error.code}: ${error.message}`);
+			const o = hub.#options;
+			if (o.onTwinRefused) hub._emit("onTwinRefused", () => o.onTwinRefused!(refusal));
+			else hub._emit("onError", () => o.onError?.(error));
+		}
+
+		readDone(): void {
+			this._hub._resolveOpen();
+		}
+
+		scrub(text: string): string {
+			return this._hub._connection.scrub(text);
+		}
+
+		get maxTwinBytes(): number {
+			return this._hub._limits.maxTwinBytes;
+		}
+
+		// Methods'
+		get handles(): boolean {
+			return typeof this._hub.#options.onMethod === "function";
+		}
+
+		handle(request: MethodRequest): MethodResponse | Promise<MethodResponse> {
+			return this._hub.#options.onMethod!(request);
+		}
+
+		methodRefused(info: {name: string; status: number; size: number; reason: string}): void {
+			const hub = this._hub;
+			hub._emit("onMethodRefused", () => hub.#options.onMethodRefused?.(info));
+		}
+
+		get maxMethodBytes(): number {
+			return this._hub._limits.maxMethodBytes;
+		}
+	};
+
+	static {
+		// Preloaded and frozen, as every class here: then it stays in flash.
+		Object.freeze(HubClient.Hooks.prototype);
+		Object.freeze(HubClient.Hooks);
 	}
 
 	/** True once connected, subscribed and able to publish. */
@@ -277,22 +367,50 @@ export class HubClient {
 		return this._telemetry.send(body, options);
 	}
 
+	/**
+	 * sendTelemetry() with a callback instead of a promise: null and the message id once the hub
+	 * acknowledged it, or the error; never from inside this call. Cheaper while the message waits
+	 * (XS gives each promise and handler heap slots), which is why the Device uses it.
+	 */
+	queueTelemetry(body: string | Uint8Array | object, options: TelemetryOptions, done: TelemetryDone): void {
+		if (this._connection.state === "closed") {
+			const error = closedError();
+			Promise.resolve().then(() => done(error));
+			return;
+		}
+		this._telemetry.queue(body, options, done);
+	}
+
 	getTwin(): Promise<Twin> {
 		return this._twin.get();
 	}
 
 	/** Sends a reported-properties patch (null deletes a property); resolves with the new reported $version. */
 	updateReported(patch: Record<string, unknown>): Promise<number> {
-		if (!isRecord(patch))
-			return Promise.reject(configError("patch", "is not an object", "Pass the reported properties to change, e.g. {temperature: 21}"));
-		let json: string;
-		try {
-			json = JSON.stringify(patch);
+		return new Promise((resolve, reject) => this.queueReported(patch, (error, version) => error ? reject(error) : resolve(version!)));
+	}
+
+	/**
+	 * updateReported() with a callback: null and the new reported $version, or the error; never
+	 * from inside this call. The Device's way: a patch waiting for its reply then holds no promises.
+	 */
+	queueReported(patch: Record<string, unknown>, done: (error: AzureIoTError | null, version?: number) => void): void {
+		let json: string | undefined, problem: AzureIoTError | undefined;
+		if (!isRecord(patch)) problem = configError("patch", "is not an object", "Pass the reported properties to change, e.g. {temperature: 21}");
+		else {
+			try {
+				json = JSON.stringify(patch);
+			}
+			catch {
+				problem = configError("patch", "cannot be serialized as JSON", "Remove cycles and BigInt values");
+			}
 		}
-		catch {
-			return Promise.reject(configError("patch", "cannot be serialized as JSON", "Remove cycles and BigInt values"));
+		if (problem) {
+			const error = problem;
+			Promise.resolve().then(() => done(error));
+			return;
 		}
-		return this._twin.report(json);
+		this._twin.reportWith(json!, done);
 	}
 
 	/**
@@ -357,7 +475,13 @@ export class HubClient {
 	}
 
 	private _onReady(gen: number, info: {sessionPresent: boolean; reconnect: boolean}): void {
-		this._emit("onConnect", () => this.#options.onConnect?.(info));
+		// Not through _emit: a stack frame fewer under the application's first sends (the XS stack is small on the ESP32).
+		try {
+			this.#options.onConnect?.(info);
+		}
+		catch (error) {
+			this._threw("onConnect", error);
+		}
 		if (!this._connection.isReady(gen)) return;
 		this._twin.onReady(gen);
 		this._telemetry.onReady();
@@ -392,7 +516,7 @@ export class HubClient {
 			return;
 		case "c2d":
 			return onCloudMessage(topic.bag, message, {
-				handler: o.onMessage,
+				handler: o.onMessage && (m => o.onMessage!(m)),
 				refused: o.onMessageRefused && (m => this._emit("onMessageRefused", () => o.onMessageRefused!(m))),
 				failed: error => this._log(`onMessage failed: ${this._connection.scrub(error instanceof Error ? error.message : String(error))}`),
 				maxMessageBytes: this._limits.maxMessageBytes,
@@ -416,8 +540,12 @@ export class HubClient {
 			call();
 		}
 		catch (error) {
-			this._log(`${name} threw: ${this._connection.scrub(error instanceof Error ? error.message : String(error))}`);
+			this._threw(name, error);
 		}
+	}
+
+	private _threw(name: string, error: unknown): void {
+		this._log(`${name} threw: ${this._connection.scrub(error instanceof Error ? error.message : String(error))}`);
 	}
 
 	private _error(error: AzureIoTError): void {
@@ -433,6 +561,11 @@ export class HubClient {
 			// logging must never break the client
 		}
 	}
+}
+
+/** The default session: a module function, so that no closure is made for it. */
+function newMqttClient(options: MqttClientOptions): MqttSession {
+	return new MqttClient(options);
 }
 
 function closedError(): AzureIoTError {

@@ -23,16 +23,24 @@ export interface DeviceInformation {
 	totalMemory: number;
 }
 
-/** Sensor 0 and 1 (thermostat1 and thermostat2). */
+/** Sensor 0 and 1 (thermostat1 and thermostat2): an object of a class, whose method stays in flash. */
+class SimulatedSensor implements Sensor {
+	private _celsius: number;
+
+	constructor(which: number) {
+		this._celsius = 18 + which * 4 + Math.random() * 2;
+	}
+
+	read(target?: number): number {
+		if (target !== undefined) this._celsius += (target - this._celsius) / 2;
+		return this._celsius += (Math.random() - 0.5) / 5;
+	}
+}
+Object.freeze(SimulatedSensor.prototype);
+Object.freeze(SimulatedSensor);
+
 export function createSensor(which: number): Sensor {
-	let celsius = 18 + which * 4 + Math.random() * 2;
-	return {
-		read(target) {
-			if (target !== undefined) celsius += (target - celsius) / 2;
-			celsius += (Math.random() - 0.5) / 5;
-			return celsius;
-		},
-	};
+	return new SimulatedSensor(which);
 }
 
 export function deviceInformation(): DeviceInformation {

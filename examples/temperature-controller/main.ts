@@ -16,13 +16,13 @@ import Timer from "timer";
 import {Device} from "azure-iot/device";
 import {createPlatform} from "azure-iot/platform";
 import {createSensor, deviceInformation} from "./hardware.js";
-import {createThermostat} from "./thermostat.js";
+import {Thermostat} from "./thermostat.js";
 
 const MODEL_ID = "dtmi:com:example:TemperatureController;2";
 
 export default function main(): Device {
 	const platform = createPlatform();
-	const thermostats = [createThermostat("thermostat1", createSensor(0)), createThermostat("thermostat2", createSensor(1))];
+	const thermostats = [new Thermostat("thermostat1", createSensor(0)), new Thermostat("thermostat2", createSensor(1))];
 	const thermostat = (component: string | undefined) => thermostats.find(t => t.component === component);
 	let timer: Timer | undefined;
 	let workingSet = 2000 + Math.random() * 500;

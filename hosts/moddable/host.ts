@@ -135,7 +135,7 @@ class PinnedSecureSocket extends SecureSocketBase {
 		if (SPLIT_SOCKET_WRITES && this.sock) this.sock = new SplitWritesSocket(this.sock);
 		try {
 			for (const root of roots)
-				this.ssl!.certificateManager.register(exactBuffer(root));
+				this.ssl!.certificateManager.register(wholeBuffer(root));
 		}
 		catch (e) {
 			super.close();
@@ -497,45 +497,90 @@ export interface ModdableHostOptions {
 }
 
 export function createModdableHost(options: ModdableHostOptions = {}): HostAdapter {
-	const log = options.log ?? ((line: string) => trace(line + "\n"));
-	return Object.freeze({
-		connect: (o: ConnectOptions, h: ConnectionHandlers): Connection => o.secure === false ? new PlainConnection(o, h, log) : new ModdableConnection(o, h, log),
-		setTimer(callback: () => void, ms: number): TimerHandle {
-			// An exception escaping a timer callback aborts the VM: contain it and say so.
-			return Timer.set(() => {
-				try {
-					callback();
-				}
-				catch (e) {
-					log(`timer callback threw: ${errorText(e)}`);
-				}
-			}, Math.max(0, ms));
-		},
-		clearTimer(handle: TimerHandle | undefined): void {
-			if (handle !== undefined) Timer.clear(handle as Timer);
-		},
-		now: () => Date.now(),
-		random: options.random ?? (() => Math.random()),
-		hmacSha256(key: Uint8Array, message: Uint8Array): Uint8Array {
-			return new Uint8Array(new HMAC(new Digest("SHA256"), exactBuffer(key)).process(exactBuffer(message)));
-		},
-		sha256(): Sha256 {
-			const digest = new Digest("SHA256");
-			return {
-				// The native takes any buffer view (xsmcGetBufferReadable): no copy of each chunk.
-				update: (bytes: Uint8Array) => digest.write(bytes as unknown as ArrayBuffer),
-				digest: () => new Uint8Array(digest.close()),
-			};
-		},
-		// The SDK's native exponentiation (the one its TLS uses for RSA): the JavaScript loop of
-		// src/adu/rsa.ts leaves two RSA-3072 products (1 KB of chunks) of garbage per step, this keeps
-		// a few numbers of the modulus' size in a pool and frees them on return. Only the
-		// exponentiation is the SDK's: the padding check stays src/adu/rsa.ts's (pkcs1_5.js skips the
-		// DigestInfo comparison).
-		modPow: (base: bigint, e: bigint, n: bigint): bigint => new Modular(n).exp(base, e),
-		storage: options.storage,
-		log,
-	});
+	return Object.freeze(new ModdableHost(options.log ?? print, options.storage, options.random));
+}
+
+function print(line: string): void {
+	trace(line + "\n");
+}
+
+/**
+ * The adapter as an object of a class, not a literal of closures: its methods stay in flash with
+ * the preloaded module, where each closure would cost about 6 heap slots (BENCHMARKS.md).
+ */
+class ModdableHost implements HostAdapter {
+	readonly log: (line: string) => void;
+	readonly storage: Storage | undefined;
+	private _random: (() => number) | undefined;
+
+	constructor(log: (line: string) => void, storage: Storage | undefined, random: (() => number) | undefined) {
+		this.log = log;
+		this.storage = storage;
+		this._random = random;
+	}
+
+	connect(o: ConnectOptions, h: ConnectionHandlers): Connection {
+		return o.secure === false ? new PlainConnection(o, h, this.log) : new ModdableConnection(o, h, this.log);
+	}
+
+	setTimer(callback: () => void, ms: number): TimerHandle {
+		const log = this.log;
+		// An exception escaping a timer callback aborts the VM: contain it and say so.
+		return Timer.set(() => {
+			try {
+				callback();
+			}
+			catch (e) {
+				log(`timer callback threw: ${errorText(e)}`);
+			}
+		}, Math.max(0, ms));
+	}
+
+	clearTimer(handle: TimerHandle | undefined): void {
+		if (handle !== undefined) Timer.clear(handle as Timer);
+	}
+
+	now(): number {
+		return Date.now();
+	}
+
+	random(): number {
+		return this._random ? this._random() : Math.random();
+	}
+
+	hmacSha256(key: Uint8Array, message: Uint8Array): Uint8Array {
+		return new Uint8Array(new HMAC(new Digest("SHA256"), exactBuffer(key)).process(exactBuffer(message)));
+	}
+
+	sha256(): Sha256 {
+		const digest = new Digest("SHA256");
+		return {
+			// The native takes any buffer view (xsmcGetBufferReadable): no copy of each chunk.
+			update: (bytes: Uint8Array) => digest.write(bytes as unknown as ArrayBuffer),
+			digest: () => new Uint8Array(digest.close()),
+		};
+	}
+
+	// The SDK's native exponentiation (the one its TLS uses for RSA): the JavaScript loop of
+	// src/adu/rsa.ts leaves two RSA-3072 products (1 KB of chunks) of garbage per step, this keeps
+	// a few numbers of the modulus' size in a pool and frees them on return. Only the
+	// exponentiation is the SDK's: the padding check stays src/adu/rsa.ts's (pkcs1_5.js skips the
+	// DigestInfo comparison).
+	modPow(base: bigint, e: bigint, n: bigint): bigint {
+		return new Modular(n).exp(base, e);
+	}
+}
+
+Object.freeze(ModdableHost.prototype);
+Object.freeze(ModdableHost);
+
+/**
+ * The buffer under a view that covers all of it, whatever its kind (a Resource in flash, for the
+ * roots: the SDK reads its own roots from resources too), else a copy of exactly the view's bytes.
+ */
+export function wholeBuffer(bytes: Uint8Array): ArrayBuffer {
+	if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength) return bytes.buffer as ArrayBuffer;
+	return bytes.slice().buffer as ArrayBuffer;
 }
 
 /** The bytes of a view as an ArrayBuffer of exactly that length (SDK natives take whole buffers). */

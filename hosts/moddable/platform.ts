@@ -23,7 +23,7 @@ import {PreferenceStorage} from "azure-iot/moddable/storage";
 import {SETTINGS, type SettingName} from "azure-iot/settings";
 import {AzureIoTError, configError} from "azure-iot/errors";
 import type {DeviceEvent, Platform, ResetInfo} from "azure-iot/device";
-import type {ImageStore} from "azure-iot/host";
+import type {HostAdapter, ImageStore} from "azure-iot/host";
 
 /** What differs between the ESP32 and the simulator (hosts/esp32/board.ts, hosts/sim/board.ts). */
 export interface Board {
@@ -72,7 +72,8 @@ export function loadRoots(names: string): Uint8Array[] {
 	if (!list.length) throw new Error("roots: no pinned root listed. The build config `roots` names the .der data resources to trust");
 	return list.map(name => {
 		if (!Resource.exists(name)) throw new Error(`roots: resource ${name} is not in the firmware. Add it to the manifest "data" section`);
-		const bytes = new Uint8Array(new Resource(name).slice(0));
+		// A view of the resource, not a copy: the roots stay in flash, where the SDK keeps its own (3 KB of chunks less).
+		const bytes = new Uint8Array(new Resource(name) as unknown as ArrayBuffer);
 		if (bytes.length < 64 || bytes[0] !== 0x30) throw new Error(`roots: resource ${name} is not a DER certificate`);
 		return bytes;
 	});
@@ -93,7 +94,7 @@ function built(name: string): unknown {
 
 export function createPlatform(options: PlatformOptions = {}): Platform {
 	const domain = options.domain ?? DOMAIN;
-	const log = options.log ?? ((line: string) => trace(line + "\n"));
+	const log = options.log ?? print;
 	if (options.unhandled !== "abort") installAbortHook(domain);
 	const board = createBoard();
 	const adapter = createModdableHost({storage: new PreferenceStorage(domain, log), log, random: board.random});
@@ -106,48 +107,85 @@ export function createPlatform(options: PlatformOptions = {}): Platform {
 		// Reported by the device as a bad setting: it idles rather than connect trusting nothing.
 		setupError = new AzureIoTError("config", errorText(e));
 	}
-	return Object.freeze({
-		adapter,
-		roots,
-		setupError,
-		emit,
-		print,
-		setting(name: SettingName): unknown {
-			const spec = SETTINGS[name];
-			let value = spec.buildOnly ? undefined : stored(domain, name);
-			if (value === undefined || value === null || value === "") {
-				value = built(name);
-				// Bytes at build time are the name of a data resource that holds them.
-				if (spec.bytes && typeof value === "string" && value) {
-					if (!Resource.exists(value)) throw configError(name, `names the resource ${value}, which is not in the firmware`, "Add the DER file to the manifest's \"data\" section, or store the bytes in Preference");
-					return new Uint8Array(new Resource(value).slice(0));
-				}
-			}
-			if (value instanceof ArrayBuffer) return new Uint8Array(value);
-			return value;
-		},
-		connectNetwork: board.connectNetwork && (network => board.connectNetwork!({...network, log})),
-		syncClock: board.syncClock && (servers => board.syncClock!(servers, log)),
-		reboot: board.reboot,
-		images: board.images?.(),
-		lastReset(): ResetInfo | undefined {
-			const reason = board.resetReason?.();
-			const detail = stored(domain, LAST_ABORT);
-			if (typeof detail === "string" && detail) {
-				try {
-					Preference.delete(domain, LAST_ABORT);
-				}
-				catch {
-					// reported again at the next boot
-				}
-			}
-			if (!reason && !(typeof detail === "string" && detail)) return undefined;
-			const info: ResetInfo = {reason: reason ?? "unknown"};
-			if (typeof detail === "string" && detail) info.detail = detail;
-			return info;
-		},
-	});
+	return Object.freeze(new ModdablePlatform(adapter, roots, setupError, domain, board, log));
 }
+
+/**
+ * An object of a class, not a literal of closures: its methods stay in flash with the preloaded
+ * module, where each closure would cost about 6 heap slots (BENCHMARKS.md).
+ */
+class ModdablePlatform implements Platform {
+	readonly adapter: HostAdapter;
+	readonly roots: readonly Uint8Array[];
+	readonly setupError: AzureIoTError | undefined;
+	readonly reboot: (() => void) | undefined;
+	readonly images: ImageStore | undefined;
+	// The module's functions themselves, not methods that call them: a stack frame fewer under every event.
+	readonly emit: (event: DeviceEvent) => void = emit;
+	readonly print: (line: string) => void = print;
+	private _domain: string;
+	private _board: Board;
+	private _log: (line: string) => void;
+
+	constructor(adapter: HostAdapter, roots: readonly Uint8Array[], setupError: AzureIoTError | undefined, domain: string, board: Board, log: (line: string) => void) {
+		this.adapter = adapter;
+		this.roots = roots;
+		this.setupError = setupError;
+		this.reboot = board.reboot;
+		this.images = board.images?.();
+		this._domain = domain;
+		this._board = board;
+		this._log = log;
+		// A board without Wi-Fi or SNTP (the simulator): the device must see no such step, so these own
+		// properties hide the methods below (defined, not assigned: the prototype is frozen).
+		if (!board.connectNetwork) Object.defineProperty(this, "connectNetwork", {value: undefined});
+		if (!board.syncClock) Object.defineProperty(this, "syncClock", {value: undefined});
+	}
+
+	setting(name: SettingName): unknown {
+		const spec = SETTINGS[name];
+		let value = spec.buildOnly ? undefined : stored(this._domain, name);
+		if (value === undefined || value === null || value === "") {
+			value = built(name);
+			// Bytes at build time are the name of a data resource that holds them.
+			if (spec.bytes && typeof value === "string" && value) {
+				if (!Resource.exists(value)) throw configError(name, `names the resource ${value}, which is not in the firmware`, "Add the DER file to the manifest's \"data\" section, or store the bytes in Preference");
+				return new Uint8Array(new Resource(value).slice(0));
+			}
+		}
+		if (value instanceof ArrayBuffer) return new Uint8Array(value);
+		return value;
+	}
+
+	connectNetwork(network: {ssid?: string; password?: string}): Promise<void> {
+		return this._board.connectNetwork!({...network, log: this._log});
+	}
+
+	syncClock(servers: readonly string[]): Promise<void> {
+		return this._board.syncClock!(servers, this._log);
+	}
+
+	lastReset(): ResetInfo | undefined {
+		const reason = this._board.resetReason?.();
+		const domain = this._domain;
+		const detail = stored(domain, LAST_ABORT);
+		if (typeof detail === "string" && detail) {
+			try {
+				Preference.delete(domain, LAST_ABORT);
+			}
+			catch {
+				// reported again at the next boot
+			}
+		}
+		if (!reason && !(typeof detail === "string" && detail)) return undefined;
+		const info: ResetInfo = {reason: reason ?? "unknown"};
+		if (typeof detail === "string" && detail) info.detail = detail;
+		return info;
+	}
+}
+
+Object.freeze(ModdablePlatform.prototype);
+Object.freeze(ModdablePlatform);
 
 /*
  * An unhandled rejection or exception would abort the VM (and restart the ESP32 into the same

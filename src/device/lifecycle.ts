@@ -7,7 +7,7 @@
 import type {HostAdapter} from "../host.js";
 import {AzureIoTError} from "../errors.js";
 import {ProvisioningClient, type RegistrationResult} from "../dps.js";
-import {HubClient, type HubOptions} from "../hub.js";
+import {HubClient, type CloudMessage, type DesiredInfo, type HubOptions, type MethodRequest, type MethodResponse, type RefusedMessage, type TwinRefusal} from "../hub.js";
 import type {Settings} from "../settings.js";
 import {checkClientIdentity} from "../x509.js";
 import {clearAssignment, loadAssignment, nextBootCount, saveAssignment, type Assignment} from "./assignment.js";
@@ -24,8 +24,11 @@ const CLOCK_VALID_AFTER = Date.UTC(2024, 0, 1);
 
 export type DeviceState = "starting" | "provisioning" | "connecting" | "connected" | "disconnected" | "failed" | "closed";
 
-/** What the hub client needs that is not about getting connected: the features' callbacks and options. */
-export type HubFeatures = Omit<HubOptions, "adapter" | "hubHost" | "deviceId" | "symmetricKey" | "clientCertificates" | "clientKey" | "roots" | "port" | "modelId" | "queueLimit" | "limits" | "onConnect" | "onDisconnect" | "onAuthFailure">;
+/** What the hub client calls back that is not about getting connected: the features' callbacks. */
+export type HubFeatures = Required<Pick<HubOptions, "onDesired" | "onMethod" | "onMethodRefused" | "onMessage" | "onMessageRefused" | "onTwinRefused" | "onQueueOverflow" | "onError">>;
+
+/** The hub client's options that say where and who, not what to call back. */
+type HubSetting = "adapter" | "hubHost" | "deviceId" | "symmetricKey" | "clientCertificates" | "clientKey" | "roots" | "port" | "modelId" | "queueLimit" | "limits";
 
 export interface LifecycleHooks {
 	state(state: DeviceState, info: {error?: AzureIoTError; retryInMs?: number}): void;
@@ -38,6 +41,83 @@ export interface LifecycleHooks {
 	/** Errors worth the application's attention that do not change the state. */
 	error(error: AzureIoTError): void;
 }
+
+/** What the Device hands the lifecycle: the hub's callbacks and the lifecycle's own, as one object. */
+export type LifecycleOwner = HubFeatures & LifecycleHooks;
+
+/**
+ * The hub client's options: the settings as fields, the callbacks as methods that pass them on to
+ * the owner and the lifecycle. An object of a class rather than a literal of closures: a closure
+ * costs about 6 heap slots on XS, and these methods stay in flash with the preloaded module.
+ */
+class HubLink implements HubOptions {
+	adapter!: HostAdapter;
+	hubHost!: string;
+	deviceId!: string;
+	symmetricKey?: string;
+	clientCertificates?: readonly Uint8Array[];
+	clientKey?: Uint8Array;
+	roots!: readonly Uint8Array[];
+	port?: number;
+	modelId?: string;
+	queueLimit?: number;
+	limits?: HubOptions["limits"];
+	private _lifecycle: Lifecycle;
+	private _owner: LifecycleOwner;
+
+	constructor(lifecycle: Lifecycle, owner: LifecycleOwner, settings: Pick<HubOptions, HubSetting>) {
+		Object.assign(this, settings);
+		this._lifecycle = lifecycle;
+		this._owner = owner;
+	}
+
+	onConnect(info: {sessionPresent: boolean; reconnect: boolean}): void {
+		this._lifecycle.hubConnected(info);
+	}
+
+	onDisconnect(error: AzureIoTError, retryInMs: number | undefined): void {
+		this._lifecycle.hubDisconnected(error, retryInMs);
+	}
+
+	onAuthFailure(error: AzureIoTError): void {
+		this._lifecycle.hubRefused(error);
+	}
+
+	onDesired(patch: Record<string, unknown>, version: number, info: DesiredInfo): void {
+		this._owner.onDesired(patch, version, info);
+	}
+
+	onMethod(request: MethodRequest): MethodResponse | Promise<MethodResponse> {
+		return this._owner.onMethod(request);
+	}
+
+	onMethodRefused(info: {name: string; status: number; size: number; reason: string}): void {
+		this._owner.onMethodRefused(info);
+	}
+
+	onMessage(message: CloudMessage): void | Promise<void> {
+		return this._owner.onMessage(message);
+	}
+
+	onMessageRefused(message: RefusedMessage): void {
+		this._owner.onMessageRefused(message);
+	}
+
+	onTwinRefused(refusal: TwinRefusal): void {
+		this._owner.onTwinRefused(refusal);
+	}
+
+	onQueueOverflow(refused: {messageId: string}): void {
+		this._owner.onQueueOverflow(refused);
+	}
+
+	onError(error: AzureIoTError): void {
+		this._owner.onError(error);
+	}
+}
+
+Object.freeze(HubLink.prototype);
+Object.freeze(HubLink);
 
 /** The X.509 identity: read from the settings, checked against the clock (checkClientIdentity) before each registration. */
 export interface Identity {
@@ -55,8 +135,8 @@ export class Lifecycle {
 	readonly #settings: Settings;
 	readonly #identity: Identity | undefined;
 	private _modelId: string | undefined;
-	private _features: HubFeatures;
-	private _hooks: LifecycleHooks;
+	/** The hub's callbacks (HubFeatures) and the lifecycle's (LifecycleHooks), in one object. */
+	private _hooks: LifecycleOwner;
 	private _hub?: HubClient;
 	private _assignment?: Assignment;
 	private _retryTimer?: unknown;
@@ -68,13 +148,12 @@ export class Lifecycle {
 	private _identityValid: [number, number] = [Infinity, -Infinity];
 	bootCount = 0;
 
-	constructor(platform: Platform, settings: Settings, identity: Identity | undefined, modelId: string | undefined, features: HubFeatures, hooks: LifecycleHooks) {
+	constructor(platform: Platform, settings: Settings, identity: Identity | undefined, modelId: string | undefined, owner: LifecycleOwner) {
 		this._platform = platform;
 		this.#settings = settings;
 		this.#identity = identity;
 		this._modelId = modelId;
-		this._features = features;
-		this._hooks = hooks;
+		this._hooks = owner;
 	}
 
 	get assignment(): Assignment | undefined {
@@ -224,8 +303,7 @@ export class Lifecycle {
 		this._hooks.state("connecting", {});
 		let hub: HubClient;
 		try {
-			hub = new HubClient({
-				...this._features,
+			hub = new HubClient(new HubLink(this, this._hooks, {
 				adapter: this._adapter,
 				hubHost: a.assignedHub,
 				deviceId: a.deviceId,
@@ -235,29 +313,7 @@ export class Lifecycle {
 				modelId: this._modelId,
 				queueLimit: s.queueLimit,
 				limits: {maxMessageBytes: s.maxMessageBytes, maxMethodBytes: s.maxMethodBytes, maxTwinBytes: s.maxTwinBytes},
-				onConnect: info => {
-					this._offlineSince = undefined;
-					this._emit({event: "hub.connected", hub: this._assignment?.assignedHub, deviceId: this._assignment?.deviceId, reconnect: info.reconnect, sessionPresent: info.sessionPresent});
-					this._hooks.state("connected", {});
-					this._hooks.connected(info);
-				},
-				onDisconnect: (error, retryInMs) => {
-					this._offlineSince ??= this._adapter.now();
-					this._emit({event: "hub.disconnected", code: error.code, message: error.message, retryInMs});
-					this._hooks.state("disconnected", {error, retryInMs});
-					if (this._adapter.now() - this._offlineSince > REPROVISION_AFTER_OFFLINE_MS && this._canReprovision()) {
-						this._offlineSince = this._adapter.now();
-						this._reprovision();
-					}
-				},
-				onAuthFailure: error => {
-					this._emit({event: "error", code: error.code, message: error.message});
-					if (this._canReprovision()) {
-						clearAssignment(this._adapter.storage);
-						this._reprovision();
-					}
-				},
-			});
+			}));
 		}
 		catch (e) {
 			// The DPS assignment (or the cache) holds something no hub client takes: register again later.
@@ -275,6 +331,34 @@ export class Lifecycle {
 			// for anything else the client keeps retrying with backoff on its own.
 			if (error.code !== "hub.unauthorized" && error.code !== "hub.closed") this._report(error);
 		});
+	}
+
+	/** The hub client's onConnect (through HubLink). */
+	hubConnected(info: {sessionPresent: boolean; reconnect: boolean}): void {
+		this._offlineSince = undefined;
+		this._emit({event: "hub.connected", hub: this._assignment?.assignedHub, deviceId: this._assignment?.deviceId, reconnect: info.reconnect, sessionPresent: info.sessionPresent});
+		this._hooks.state("connected", {});
+		this._hooks.connected(info);
+	}
+
+	/** The hub client's onDisconnect: after a long while offline, DPS is asked again. */
+	hubDisconnected(error: AzureIoTError, retryInMs: number | undefined): void {
+		this._offlineSince ??= this._adapter.now();
+		this._emit({event: "hub.disconnected", code: error.code, message: error.message, retryInMs});
+		this._hooks.state("disconnected", {error, retryInMs});
+		if (this._adapter.now() - this._offlineSince > REPROVISION_AFTER_OFFLINE_MS && this._canReprovision()) {
+			this._offlineSince = this._adapter.now();
+			this._reprovision();
+		}
+	}
+
+	/** The hub client's onAuthFailure: the credentials or the assignment are stale, so DPS is asked again. */
+	hubRefused(error: AzureIoTError): void {
+		this._emit({event: "error", code: error.code, message: error.message});
+		if (this._canReprovision()) {
+			clearAssignment(this._adapter.storage);
+			this._reprovision();
+		}
 	}
 
 	/**

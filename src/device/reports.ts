@@ -24,7 +24,7 @@ const RETRY_MS = 10_000;
 
 export class ReportQueue {
 	private _adapter: HostAdapter;
-	private _emit: (event: {event: string; [key: string]: unknown}) => void;
+	private _owner: {emit(event: {event: string; [key: string]: unknown}): void};
 	private _hub?: HubClient;
 	private _connected = false;
 	private _pending: Record<string, unknown> | undefined;
@@ -34,9 +34,10 @@ export class ReportQueue {
 	private _retryTimer: unknown;
 	private _closed = false;
 
-	constructor(adapter: HostAdapter, emit: (event: {event: string; [key: string]: unknown}) => void) {
+	/** `owner.emit` prints the events (an object rather than a function: no closure to keep). */
+	constructor(adapter: HostAdapter, owner: {emit(event: {event: string; [key: string]: unknown}): void}) {
 		this._adapter = adapter;
-		this._emit = emit;
+		this._owner = owner;
 	}
 
 	attach(hub: HubClient): void {
@@ -82,14 +83,17 @@ export class ReportQueue {
 		this._pending = undefined;
 		this._waiting = [];
 		this._inFlight = true;
-		hub.updateReported(patch).then(version => {
-			this._inFlight = false;
-			for (const w of waiting) {
-				this._emit({event: "twin.reported", version, ...w.summary});
-				call(w, null, version);
+		// A callback, not a promise chain: the patch waiting for its reply holds less heap.
+		hub.queueReported(patch, (e, version) => {
+			if (!e) {
+				this._inFlight = false;
+				for (const w of waiting) {
+					this._owner.emit({event: "twin.reported", version, ...w.summary});
+					call(w, null, version);
+				}
+				this._schedule();
+				return;
 			}
-			this._schedule();
-		}, (e: unknown) => {
 			this._inFlight = false;
 			const error = asError(e);
 			if (this._closed) {
@@ -106,7 +110,7 @@ export class ReportQueue {
 				this._retryTimer = this._adapter.setTimer(() => this._schedule(), RETRY_MS);
 				return;
 			}
-			this._emit({event: "error", code: error.code, message: `reported properties refused: ${error.message}`});
+			this._owner.emit({event: "error", code: error.code, message: `reported properties refused: ${error.message}`});
 			for (const w of waiting) call(w, error);
 			this._schedule();
 		});

@@ -113,15 +113,25 @@ export class HubConnection {
 		return gen === this._gen && this._state === "ready";
 	}
 
-	/** Publishes on connection `gen` (ready, or still subscribing: answers to what came first); rejects with mqtt.closed when that connection is gone. */
-	publish(gen: number, topic: string, payload: Uint8Array, qos: QoS): Promise<void> {
+	/**
+	 * Publishes on connection `gen` (ready, or still subscribing: answers to what came first):
+	 * done(undefined) once sent (QoS 0) or acknowledged (QoS 1), else the error (mqtt.closed when
+	 * that connection is gone); never from inside this call. A callback, not a promise: a message in
+	 * flight then holds one function, not two promises and their handlers.
+	 */
+	send(gen: number, topic: string, payload: Uint8Array, qos: QoS, done: (error: unknown) => void): void {
 		const session = this.sessionFor(gen);
-		if (!session) return Promise.reject(new AzureIoTError("mqtt.closed", "The connection to the hub ended before the message was sent", {retriable: true}));
+		if (!session) {
+			const error = new AzureIoTError("mqtt.closed", "The connection to the hub ended before the message was sent", {retriable: true});
+			Promise.resolve().then(() => done(error));
+			return;
+		}
 		try {
-			return session.publish(topic, payload, {qos});
+			if (session.send) session.send(topic, payload, qos, done);
+			else session.publish(topic, payload, {qos}).then(() => done(undefined), done);
 		}
 		catch (error) {
-			return Promise.reject(error);
+			Promise.resolve().then(() => done(error));
 		}
 	}
 

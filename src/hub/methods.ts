@@ -31,11 +31,13 @@ export interface MethodResponse {
 export type MethodHandler = (request: MethodRequest) => MethodResponse | Promise<MethodResponse>;
 
 export interface MethodHooks {
-	handler?: MethodHandler;
+	/** Whether there is a handler; without one, every request gets 501. */
+	readonly handles: boolean;
+	handle(request: MethodRequest): MethodResponse | Promise<MethodResponse>;
 	/** A request refused before the handler saw it (too large, not JSON), for the application to hear of. */
-	refused(info: {name: string; status: number; size: number; reason: string}): void;
+	methodRefused(info: {name: string; status: number; size: number; reason: string}): void;
 	scrub(text: string): string;
-	maxMethodBytes: number;
+	readonly maxMethodBytes: number;
 }
 
 export class Methods {
@@ -53,7 +55,7 @@ export class Methods {
 		if (message.dropped) {
 			const reason = `the payload of method ${clip(name, 64)} (${message.size} bytes) is larger than this device takes (${this._hooks.maxMethodBytes} bytes)`;
 			respond(413, {message: reason});
-			this._hooks.refused({name, status: 413, size: message.size ?? 0, reason});
+			this._hooks.methodRefused({name, status: 413, size: message.size ?? 0, reason});
 			return;
 		}
 		let payload: unknown = null;
@@ -66,19 +68,19 @@ export class Methods {
 			catch {
 				const reason = `the payload of method ${clip(name, 64)} is not valid JSON`;
 				respond(400, {message: reason});
-				this._hooks.refused({name, status: 400, size, reason});
+				this._hooks.methodRefused({name, status: 400, size, reason});
 				return;
 			}
 		}
-		const handler = this._hooks.handler;
-		if (!handler) {
+		const hooks = this._hooks;
+		if (!hooks.handles) {
 			respond(501, {message: `This device does not implement direct methods (${clip(name, 64)} was called)`});
 			return;
 		}
 		const request: MethodRequest = {name, command: topic.command, payload, rid};
 		if (topic.component !== undefined) request.component = topic.component;
 		Promise.resolve()
-			.then(() => handler(request))
+			.then(() => hooks.handle(request))
 			.then(result => {
 				if (!isRecord(result) || typeof result.status !== "number" || !Number.isInteger(result.status) || result.status < 100 || result.status > 999)
 					respond(500, {message: `The handler of method ${clip(name, 64)} returned no valid status`});
@@ -100,9 +102,12 @@ export class Methods {
 			body = JSON.stringify({message: `The response of method ${clip(name, 64)} cannot be serialized as JSON`});
 		}
 		// The connection it came on may be gone: then the caller times out, as with the hub itself.
-		this._connection.publish(gen, methodResponseTopic(status, rid), utf8Encode(body), 0).catch(() => {});
+		this._connection.send(gen, methodResponseTopic(status, rid), utf8Encode(body), 0, ignore);
 	}
 }
 
 Object.freeze(Methods.prototype);
 Object.freeze(Methods);
+
+/** A lost method response is the hub's to time out: nothing to do here. */
+function ignore(): void {}

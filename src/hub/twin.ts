@@ -53,8 +53,15 @@ interface TwinOp {
 	/** Generation it was last published on; 0 = not yet on this connection. */
 	sentGen: number;
 	timer: TimerHandle | undefined;
-	resolve(reply: TwinReply): void;
-	reject(error: AzureIoTError): void;
+	/** How it ended (one function, not a promise's two: each costs heap while the request waits). */
+	done: TwinDone;
+}
+
+type TwinDone = (error: AzureIoTError | null, reply?: TwinReply) => void;
+
+/** Ends a request in a job of its own, as a promise's settling would: never inside the handler of the reply. */
+function finish(op: TwinOp, error: AzureIoTError | null, reply?: TwinReply): void {
+	Promise.resolve().then(() => op.done(error, reply));
 }
 
 export interface TwinHooks {
@@ -67,7 +74,7 @@ export interface TwinHooks {
 	readDone(): void;
 	scrub(text: string): string;
 	/** The twin limit, for the error messages. */
-	maxTwinBytes: number;
+	readonly maxTwinBytes: number;
 }
 
 export class TwinFeature {
@@ -88,15 +95,24 @@ export class TwinFeature {
 	}
 
 	get(): Promise<Twin> {
-		return this._request(twinGetTopic, new Uint8Array(0), true).then(reply => parseTwin(reply));
+		return new Promise((resolve, reject) => this._request(twinGetTopic, NO_BYTES, true, (error, reply) => {
+			if (error) reject(error);
+			else twinOf(reply!, resolve, reject);
+		}));
 	}
 
 	/** Sends a reported-properties patch (null deletes a property); resolves with the new reported $version. */
 	report(json: string): Promise<number> {
-		return this._request(reportedPatchTopic, utf8Encode(json), true).then(reply => {
-			if (reply.version === undefined)
-				throw new AzureIoTError("hub.badReply", `The hub acknowledged the reported-properties update (status ${reply.status}) without a $version. This is a hub or emulator bug`, {retriable: true});
-			return reply.version;
+		return new Promise((resolve, reject) => this.reportWith(json, (error, version) => error ? reject(error) : resolve(version!)));
+	}
+
+	/** report() with a callback: null and the new reported $version, or the error; never from inside this call. */
+	reportWith(json: string, done: (error: AzureIoTError | null, version?: number) => void): void {
+		this._request(reportedPatchTopic, utf8Encode(json), true, (error, reply) => {
+			if (error) done(error);
+			else if (reply!.version === undefined)
+				done(new AzureIoTError("hub.badReply", `The hub acknowledged the reported-properties update (status ${reply!.status}) without a $version. This is a hub or emulator bug`, {retriable: true}));
+			else done(null, reply!.version);
 		});
 	}
 
@@ -121,7 +137,7 @@ export class TwinFeature {
 			}
 			this._ops.delete(rid);
 			adapter.clearTimer(op.timer);
-			op.reject(closing ? closedError : new AzureIoTError("mqtt.closed", "The connection to the hub ended before the twin reply arrived", {retriable: true}));
+			finish(op, closing ? closedError : new AzureIoTError("mqtt.closed", "The connection to the hub ended before the twin reply arrived", {retriable: true}));
 		}
 	}
 
@@ -138,17 +154,17 @@ export class TwinFeature {
 				{status});
 			// The read after a connect is the device's own: its refusal is reported here, once.
 			if (!op.retry) this._hooks.refused(Object.freeze({kind: "document" as const, size, limit: this._hooks.maxTwinBytes}), error);
-			op.reject(error);
+			finish(op, error);
 			return;
 		}
 		if (status >= 300 || status < 200) {
 			const text = clip(utf8Decode(message.payload));
-			op.reject(new AzureIoTError("hub.rejected",
+			finish(op, new AzureIoTError("hub.rejected",
 				`The hub answered the twin request with status ${status}${text ? ": " + this._hooks.scrub(text) : ""}${status === 429 ? ". Throttled: send twin updates less often" : ""}`,
 				{status, retriable: status === 429 || status >= 500}));
 			return;
 		}
-		op.resolve({status, version, payload: message.payload});
+		finish(op, null, {status, version, payload: message.payload});
 		message.payload = NO_BYTES;
 	}
 
@@ -190,22 +206,24 @@ export class TwinFeature {
 		return this._connection.adapter;
 	}
 
-	private _request(topicFor: (rid: string) => string, payload: Uint8Array, retry: boolean): Promise<TwinReply> {
-		if (this._connection.state === "closed") return Promise.reject(new AzureIoTError("hub.closed", "The hub client was closed. Create a new HubClient to connect again"));
+	private _request(topicFor: (rid: string) => string, payload: Uint8Array, retry: boolean, done: TwinDone): void {
+		if (this._connection.state === "closed") {
+			const error = new AzureIoTError("hub.closed", "The hub client was closed. Create a new HubClient to connect again");
+			Promise.resolve().then(() => done(error));
+			return;
+		}
 		const rid = String(++this._rid);
-		return new Promise<TwinReply>((resolve, reject) => {
-			const op: TwinOp = {topic: topicFor(rid), payload, retry, sentGen: 0, timer: undefined, resolve, reject};
-			op.timer = this._adapter.setTimer(() => {
-				if (this._ops.get(rid) !== op) return;
-				this._ops.delete(rid);
-				reject(new AzureIoTError("mqtt.timeout",
-					`No twin reply from ${this._connection.hubHost} within ${this._timeoutMs} ms${this._connection.state === "ready" ? "" : " (not connected)"}. Try again; raise operationTimeoutMs on slow links`,
-					{retriable: true}));
-			}, this._timeoutMs);
-			this._ops.set(rid, op);
-			const gen = this._connection.generation;
-			if (this._connection.isReady(gen)) this._send(op);
-		});
+		const op: TwinOp = {topic: topicFor(rid), payload, retry, sentGen: 0, timer: undefined, done};
+		op.timer = this._adapter.setTimer(() => {
+			if (this._ops.get(rid) !== op) return;
+			this._ops.delete(rid);
+			done(new AzureIoTError("mqtt.timeout",
+				`No twin reply from ${this._connection.hubHost} within ${this._timeoutMs} ms${this._connection.state === "ready" ? "" : " (not connected)"}. Try again; raise operationTimeoutMs on slow links`,
+				{retriable: true}));
+		}, this._timeoutMs);
+		this._ops.set(rid, op);
+		const gen = this._connection.generation;
+		if (this._connection.isReady(gen)) this._send(op);
 	}
 
 	private _send(op: TwinOp): void {
@@ -213,12 +231,13 @@ export class TwinFeature {
 		const gen = connection.generation;
 		if (!connection.isReady(gen)) return;
 		op.sentGen = gen;
-		connection.publish(gen, op.topic, op.payload, 0).catch(error => {
+		connection.send(gen, op.topic, op.payload, 0, error => {
+			if (error === undefined) return;
 			if (![...this._ops.values()].includes(op)) return;
 			if (error instanceof AzureIoTError && (error.code === "mqtt.tooLarge" || error.code === "config")) {
 				for (const [rid, o] of this._ops) if (o === op) this._ops.delete(rid);
 				this._adapter.clearTimer(op.timer);
-				op.reject(new AzureIoTError(error.code, this._hooks.scrub(error.message)));
+				finish(op, new AzureIoTError(error.code, this._hooks.scrub(error.message)));
 			}
 			else if (op.sentGen === gen) op.sentGen = 0; // sent again after the reconnect
 		});
@@ -227,30 +246,46 @@ export class TwinFeature {
 	/** The read after each connect: delivers the full desired document if it changed while we were away. */
 	private _read(gen: number): void {
 		const connection = this._connection;
-		this._request(twinGetTopic, new Uint8Array(0), false)
-			.then(reply => parseTwin(reply))
-			.then(twin => {
-				if (gen !== connection.generation || connection.state === "closed") return;
-				this._backoff.reset();
-				const version = twin.desired.$version;
-				if (typeof version === "number" && version !== this._desiredVersion) {
-					this._desiredVersion = version;
-					this._hooks.onDesired?.(twin.desired, version, {complete: true, reported: twin.reported});
-				}
-				this._hooks.readDone();
-			}, (error: AzureIoTError) => {
-				if (!connection.isReady(gen)) return; // the next connection reads again
-				if (error.code !== "hub.tooLarge") this._hooks.error(error); // a refusal was reported as such
-				this._hooks.readDone();
-				// A twin too large to read stays so until someone shrinks it: no retry loop, the next connection reads again.
-				if (!connection.isReady(gen) || error.code === "hub.tooLarge") return;
-				this._adapter.clearTimer(this._retryTimer);
-				this._retryTimer = this._adapter.setTimer(() => {
-					this._retryTimer = undefined;
-					if (connection.isReady(gen)) this._read(gen);
-				}, this._backoff.next());
-			});
+		const read = (twin: Twin) => {
+			if (gen !== connection.generation || connection.state === "closed") return;
+			this._backoff.reset();
+			const version = twin.desired.$version;
+			if (typeof version === "number" && version !== this._desiredVersion) {
+				this._desiredVersion = version;
+				this._hooks.onDesired?.(twin.desired, version, {complete: true, reported: twin.reported});
+			}
+			this._hooks.readDone();
+		};
+		const failed = (error: AzureIoTError) => {
+			if (!connection.isReady(gen)) return; // the next connection reads again
+			if (error.code !== "hub.tooLarge") this._hooks.error(error); // a refusal was reported as such
+			this._hooks.readDone();
+			// A twin too large to read stays so until someone shrinks it: no retry loop, the next connection reads again.
+			if (!connection.isReady(gen) || error.code === "hub.tooLarge") return;
+			this._adapter.clearTimer(this._retryTimer);
+			this._retryTimer = this._adapter.setTimer(() => {
+				this._retryTimer = undefined;
+				if (connection.isReady(gen)) this._read(gen);
+			}, this._backoff.next());
+		};
+		this._request(twinGetTopic, NO_BYTES, false, (error, reply) => {
+			if (error) failed(error);
+			else twinOf(reply!, read, failed);
+		});
 	}
+}
+
+/** The twin document of a reply, to `ok`, or why it is not one, to `bad`. */
+function twinOf(reply: TwinReply, ok: (twin: Twin) => void, bad: (error: AzureIoTError) => void): void {
+	let twin: Twin;
+	try {
+		twin = parseTwin(reply);
+	}
+	catch (e) {
+		bad(e as AzureIoTError);
+		return;
+	}
+	ok(twin);
 }
 
 function parseTwin(reply: TwinReply): Twin {

@@ -43,6 +43,14 @@ function later(job: () => void): void {
 	Promise.resolve().then(job);
 }
 
+/**
+ * Tells an operation how it ended in a job of its own, as a promise's settling would: never from
+ * inside the packet handler or the close that ended it (the session is consistent by then).
+ */
+function tell<A extends unknown[]>(f: (...args: A) => void, ...args: A): void {
+	Promise.resolve().then(() => f(...args));
+}
+
 // Frozen, as every table of a preloaded module: then it stays in flash instead of being copied to the heap.
 const CONNACK_MEANINGS = Object.freeze([
 	"accepted",
@@ -53,11 +61,14 @@ const CONNACK_MEANINGS = Object.freeze([
 	"not authorized: the server refuses these credentials or this client; check the credentials and the device's permissions",
 ]);
 
+/** How an operation ends: undefined for success (with the granted QoS of a SUBSCRIBE), or the error. */
+type Done = (error: AzureIoTError | undefined, granted?: QoS[]) => void;
+
 interface Pending {
 	kind: "PUBACK" | "SUBACK" | "UNSUBACK";
 	what: string;
-	resolve(value: QoS[] | undefined): void;
-	reject(error: AzureIoTError): void;
+	// One function, not a promise's resolve and reject: in XS each function held costs slots for as long as the operation is in flight.
+	done: Done;
 	/** The acknowledgement round it was sent in (see _ackTick). */
 	round: number;
 	requested?: QoS[];
@@ -238,42 +249,57 @@ export class MqttClient implements MqttSession {
 
 	publish(topic: string, payload: Uint8Array | string, options: PublishOptions = {}): Promise<void> {
 		return new Promise<void>((resolve, reject) => {
-			const what = `publish to ${typeof topic === "string" ? topic : "?"}`;
-			if (this._phase === CLOSED) return reject(this._closedError(what));
-			const problem = checkTopicName(topic);
-			if (problem) return reject(configError("topic", problem, "Give the topic name to publish to"));
-			const qos = options.qos ?? 0;
-			if (qos !== 0 && qos !== 1) return reject(configError("qos", `${String(qos)} is not supported`, "Use 0 or 1"));
-			const retain = options.retain === true;
-			let topicBytes: Uint8Array, body: Uint8Array;
-			try {
-				topicBytes = utf8Encode(topic);
-				body = typeof payload === "string" ? utf8Encode(payload) : payload;
-				if (!(body instanceof Uint8Array)) return reject(configError("payload", "neither a string nor a Uint8Array", "Pass bytes or text"));
-				if (topicBytes.length > 65535) return reject(configError("topic", `${topicBytes.length} bytes long`, "MQTT allows at most 65535 bytes"));
-			}
-			catch (e) {
-				return reject(e);
-			}
-			const size = packetSize(2 + topicBytes.length + (qos ? 2 : 0) + body.length);
-			if (size > this._maxOutgoing)
-				return reject(new AzureIoTError("mqtt.tooLarge",
-					`${what}: the packet would be ${size} bytes, over the ${this._maxOutgoing}-byte limit (maxOutgoingPacketBytes). Send less per message, or raise the limit if the server accepts more.`));
-			this._run({
-				what,
-				reject,
-				start: () => {
-					if (qos === 0) {
-						// At most once, but never reported sent before it was handed to the connection.
-						if (!this._sendPublish(topicBytes, body, 0, retain, 0, written => written ? resolve() : reject(this._closedError(what))))
-							reject(this._closedError(what));
-						return;
-					}
-					const id = this._track("PUBACK", what, () => resolve(), reject);
-					if (id) this._sendPublish(topicBytes, body, 1, retain, id);
-				},
-			});
+			const problem = this._publish(topic, payload, options?.qos ?? 0, options?.retain === true, error => error ? reject(error) : resolve());
+			if (problem) reject(problem);
 		});
+	}
+
+	/**
+	 * publish() without a promise, for the hub's telemetry and twin: a message in flight then holds
+	 * one function instead of a promise and its resolving functions, which matters on a 2048-slot heap.
+	 * `done` gets undefined once PUBACK arrives (QoS 1) or the packet was written (QoS 0), else the
+	 * error; never from inside this call.
+	 */
+	send(topic: string, payload: Uint8Array | string, qos: QoS, done: (error: AzureIoTError | undefined) => void): void {
+		const problem = this._publish(topic, payload, qos, false, done);
+		if (problem) tell(done, problem);
+	}
+
+	/** Starts a PUBLISH; returns the error when it cannot be sent at all (and then never calls `done`). */
+	private _publish(topic: string, payload: Uint8Array | string, qos: QoS, retain: boolean, done: Done): AzureIoTError | undefined {
+		const what = `publish to ${typeof topic === "string" ? topic : "?"}`;
+		if (this._phase === CLOSED) return this._closedError(what);
+		const problem = checkTopicName(topic);
+		if (problem) return configError("topic", problem, "Give the topic name to publish to");
+		if (qos !== 0 && qos !== 1) return configError("qos", `${String(qos)} is not supported`, "Use 0 or 1");
+		let topicBytes: Uint8Array, body: Uint8Array;
+		try {
+			topicBytes = utf8Encode(topic);
+			body = typeof payload === "string" ? utf8Encode(payload) : payload;
+		}
+		catch (e) {
+			return e instanceof AzureIoTError ? e : configError("topic", `cannot be encoded (${String(e)})`, "Send well-formed strings");
+		}
+		if (!(body instanceof Uint8Array)) return configError("payload", "neither a string nor a Uint8Array", "Pass bytes or text");
+		if (topicBytes.length > 65535) return configError("topic", `${topicBytes.length} bytes long`, "MQTT allows at most 65535 bytes");
+		const size = packetSize(2 + topicBytes.length + (qos ? 2 : 0) + body.length);
+		if (size > this._maxOutgoing)
+			return new AzureIoTError("mqtt.tooLarge",
+				`${what}: the packet would be ${size} bytes, over the ${this._maxOutgoing}-byte limit (maxOutgoingPacketBytes). Send less per message, or raise the limit if the server accepts more.`);
+		const start = () => {
+			if (qos === 0) {
+				// At most once, but never reported sent before it was handed to the connection.
+				if (!this._sendPublish(topicBytes, body, 0, retain, 0, written => tell(done, written ? undefined : this._closedError(what))))
+					tell(done, this._closedError(what));
+				return;
+			}
+			const id = this._track("PUBACK", what, done);
+			if (id) this._sendPublish(topicBytes, body, 1, retain, id);
+		};
+		// Open: started now, so that no closure waits with the message.
+		if (this._phase === OPEN) start();
+		else this._waiting.push({what, reject: done, start});
+		return undefined;
 	}
 
 	subscribe(subscriptions: readonly Subscription[]): Promise<QoS[]> {
@@ -296,7 +322,7 @@ export class MqttClient implements MqttSession {
 				what,
 				reject,
 				start: () => {
-					const id = this._track("SUBACK", what, granted => resolve(granted!), reject, requested);
+					const id = this._track("SUBACK", what, (error, granted) => error ? reject(error) : resolve(granted!), requested);
 					if (id) this._queue({packetId: id, subscriptions: copy});
 				},
 			});
@@ -317,7 +343,7 @@ export class MqttClient implements MqttSession {
 				what,
 				reject,
 				start: () => {
-					const id = this._track("UNSUBACK", what, () => resolve(), reject);
+					const id = this._track("UNSUBACK", what, error => error ? reject(error) : resolve());
 					if (id) this._queue({packetId: id, unsubscriptions: copy});
 				},
 			});
@@ -346,7 +372,7 @@ export class MqttClient implements MqttSession {
 		// of the 100 simulators of the fleet benchmark crashed (SIGSEGV in mcsim) in two runs out of
 		// two; with it here, none in five.
 		try { conn?.close(); } catch {}
-		for (const tell of told) tell(written);
+		for (const notify of told) notify(written);
 	}
 
 	close(): void {
@@ -500,7 +526,7 @@ export class MqttClient implements MqttSession {
 		this._waiting = [];
 		for (const w of waiting) {
 			if (this._phase !== OPEN) {
-				w.reject(this._closedError(w.what));
+				tell(w.reject, this._closedError(w.what));
 				continue;
 			}
 			w.start();
@@ -563,28 +589,28 @@ export class MqttClient implements MqttSession {
 		}
 		this._forget(packetId);
 		if (kind !== "SUBACK") {
-			pending.resolve(undefined);
+			tell(pending.done, undefined);
 			return;
 		}
 		const requested = pending.requested!;
 		if (granted!.length !== requested.length) {
-			pending.reject(new AzureIoTError("mqtt.protocol", `${pending.what}: SUBACK has ${granted!.length} return codes for ${requested.length} topics.`));
+			tell(pending.done, new AzureIoTError("mqtt.protocol", `${pending.what}: SUBACK has ${granted!.length} return codes for ${requested.length} topics.`));
 			this._fail(new AzureIoTError("mqtt.protocol", `${this._where} sent a SUBACK with ${granted!.length} return codes for ${requested.length} topics. The server does not follow MQTT 3.1.1.`));
 			return;
 		}
 		const refused = granted!.findIndex(g => g === 0x80);
 		if (refused >= 0) {
-			pending.reject(new AzureIoTError("mqtt.refused",
+			tell(pending.done, new AzureIoTError("mqtt.refused",
 				`${pending.what}: the server refused topic filter #${refused + 1} (SUBACK 0x80). Check the topic filter and the client's permissions.`));
 			return;
 		}
 		const over = granted!.findIndex((g, i) => g > requested[i]);
 		if (over >= 0) {
-			pending.reject(new AzureIoTError("mqtt.protocol", `${pending.what}: SUBACK granted QoS ${granted![over]} where ${requested[over]} was asked.`));
+			tell(pending.done, new AzureIoTError("mqtt.protocol", `${pending.what}: SUBACK granted QoS ${granted![over]} where ${requested[over]} was asked.`));
 			this._fail(new AzureIoTError("mqtt.protocol", `${this._where} granted a higher QoS than asked in SUBACK. The server does not follow MQTT 3.1.1.`));
 			return;
 		}
-		pending.resolve(granted as QoS[]);
+		tell(pending.done, undefined, granted as QoS[]);
 	}
 
 	/* -------------------------------------------------------------- outgoing */
@@ -595,7 +621,7 @@ export class MqttClient implements MqttSession {
 	}
 
 	/** Registers an operation awaiting an acknowledgement; returns its packet id, or 0 when it was rejected. */
-	private _track(kind: Pending["kind"], what: string, resolve: (value: QoS[] | undefined) => void, reject: (e: AzureIoTError) => void, requested?: QoS[]): number {
+	private _track(kind: Pending["kind"], what: string, done: Done, requested?: QoS[]): number {
 		let id = 0;
 		for (let i = 0; i < 65535; i++) {
 			const candidate = this._nextId;
@@ -606,11 +632,12 @@ export class MqttClient implements MqttSession {
 			}
 		}
 		if (!id) {
-			reject(new AzureIoTError("queue.full", `${what}: all 65535 packet ids are in flight. Wait for acknowledgements before sending more.`, {retriable: true}));
+			const error = new AzureIoTError("queue.full", `${what}: all 65535 packet ids are in flight. Wait for acknowledgements before sending more.`, {retriable: true});
+			tell(done, error);
 			return 0;
 		}
 		// Registered before the write: some hosts deliver the answer from inside write().
-		this._pending.set(id, {kind, what, resolve, reject, round: this._ackRound, requested});
+		this._pending.set(id, {kind, what, done, round: this._ackRound, requested});
 		if (this._ackTimer === undefined) this._ackTimer = this._host.setTimer(this._ackTickJob, this._ackTimeoutMs / ACK_ROUNDS);
 		return id;
 	}
@@ -633,7 +660,7 @@ export class MqttClient implements MqttSession {
 			if (round - p.round <= ACK_ROUNDS) break;
 			this._pending.delete(id);
 			const error = new AzureIoTError("mqtt.timeout", `${p.what}: no ${p.kind} from ${this._where} within ${this._ackTimeoutMs} ms. The connection is treated as dead; reconnect and retry.`, {retriable: true});
-			p.reject(error);
+			tell(p.done, error);
 			this._fail(error);
 			return;
 		}
@@ -679,7 +706,7 @@ export class MqttClient implements MqttSession {
 				const pending = this._pending.get(q.packetId);
 				if (pending) {
 					this._forget(q.packetId);
-					pending.reject(error);
+					tell(pending.done, error);
 				}
 				else if (q.written) q.written(false);
 				else this._log(`mqtt: a packet could not be encoded and was dropped (${error.message})`);
@@ -729,7 +756,7 @@ export class MqttClient implements MqttSession {
 			this._fail(new AzureIoTError("network", `writing to ${this._where} failed (${failure instanceof Error ? failure.message : String(failure)}). Reconnect.`, {retriable: true}));
 		const ok = this._phase !== CLOSED;
 		if (ok) this._armKeepAlive();
-		for (const tell of told) tell(ok);
+		for (const notify of told) notify(ok);
 	}
 
 	private _armKeepAlive(): void {
@@ -776,8 +803,8 @@ export class MqttClient implements MqttSession {
 		this._pending.clear();
 		const waiting = this._waiting;
 		this._waiting = [];
-		for (const p of pending) p.reject(this._closedError(p.what, cause));
-		for (const w of waiting) w.reject(this._closedError(w.what, cause));
+		for (const p of pending) tell(p.done, this._closedError(p.what, cause));
+		for (const w of waiting) tell(w.reject, this._closedError(w.what, cause));
 		if (!notify || !cause) return;
 		try {
 			this.#options.onClose?.(cause);

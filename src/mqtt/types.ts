@@ -75,6 +75,8 @@ export interface MqttSession {
 	readonly connected: boolean;
 	/** QoS 0 resolves once written; QoS 1 once PUBACK arrives. Rejects with mqtt.closed if the session ends first. */
 	publish(topic: string, payload: Uint8Array | string, options?: PublishOptions): Promise<void>;
+	/** publish() without a promise (cheaper while in flight): done(undefined) when publish() would resolve, done(error) when it would reject; never from inside the call. Optional: a session without it is driven through publish(). */
+	send?(topic: string, payload: Uint8Array | string, qos: QoS, done: (error: AzureIoTError | undefined) => void): void;
 	/** Resolves with the granted QoS of each; rejects with mqtt.refused if any topic got 0x80. */
 	subscribe(subscriptions: readonly Subscription[]): Promise<QoS[]>;
 	unsubscribe(topics: readonly string[]): Promise<void>;
