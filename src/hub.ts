@@ -182,7 +182,7 @@ export class HubClient {
 		const operationTimeoutMs = checkPositive(options.operationTimeoutMs ?? 30000, "operationTimeoutMs", 1, 3600000);
 		const maxInFlight = Math.floor(checkPositive(options.maxInFlight ?? 8, "maxInFlight", 1, 65535));
 		const queueLimit = Math.floor(checkPositive(options.queueLimit ?? 64, "queueLimit", 1, 65535));
-		const limits = this._limits = checkLimits(options.limits);
+		this._limits = checkLimits(options.limits);
 		this.#options = options;
 
 		const hooks = new HubClient.Hooks(this);

@@ -135,7 +135,7 @@ class PinnedSecureSocket extends SecureSocketBase {
 		if (SPLIT_SOCKET_WRITES && this.sock) this.sock = new SplitWritesSocket(this.sock);
 		try {
 			for (const root of roots)
-				this.ssl!.certificateManager.register(wholeBuffer(root));
+				this.ssl!.certificateManager.register(exactBuffer(root));
 		}
 		catch (e) {
 			super.close();
@@ -500,7 +500,8 @@ export function createModdableHost(options: ModdableHostOptions = {}): HostAdapt
 	return Object.freeze(new ModdableHost(options.log ?? print, options.storage, options.random));
 }
 
-function print(line: string): void {
+/** A line on the console: trace() (the serial console on the ESP32, stdout under mcsim). */
+export function print(line: string): void {
 	trace(line + "\n");
 }
 
@@ -575,17 +576,12 @@ Object.freeze(ModdableHost.prototype);
 Object.freeze(ModdableHost);
 
 /**
- * The buffer under a view that covers all of it, whatever its kind (a Resource in flash, for the
- * roots: the SDK reads its own roots from resources too), else a copy of exactly the view's bytes.
+ * The bytes of a view as a buffer of exactly that length (SDK natives take whole buffers): the view's
+ * own buffer when it covers all of it, whatever its kind (a Resource in flash, for the roots: the SDK
+ * reads its own roots from resources too), else a copy.
  */
-export function wholeBuffer(bytes: Uint8Array): ArrayBuffer {
-	if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength) return bytes.buffer as ArrayBuffer;
-	return bytes.slice().buffer as ArrayBuffer;
-}
-
-/** The bytes of a view as an ArrayBuffer of exactly that length (SDK natives take whole buffers). */
 export function exactBuffer(bytes: Uint8Array): ArrayBuffer {
-	if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer) return bytes.buffer;
+	if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength) return bytes.buffer as ArrayBuffer;
 	return bytes.slice().buffer as ArrayBuffer;
 }
 

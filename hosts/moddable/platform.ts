@@ -18,7 +18,7 @@ import config from "mc/config";
 import Preference from "preference";
 import Resource from "Resource";
 import {createBoard} from "azure-iot/board";
-import {createModdableHost, errorText} from "azure-iot/moddable/host";
+import {createModdableHost, errorText, print} from "azure-iot/moddable/host";
 import {PreferenceStorage} from "azure-iot/moddable/storage";
 import {SETTINGS, type SettingName} from "azure-iot/settings";
 import {AzureIoTError, configError} from "azure-iot/errors";
@@ -59,9 +59,7 @@ export function emit(event: DeviceEvent): void {
 	trace(JSON.stringify(event) + "\n");
 }
 
-export function print(line: string): void {
-	trace(line + "\n");
-}
+export {print};
 
 /**
  * The roots as DER, from data resources named in a comma-separated list (the build config `roots`).

@@ -85,8 +85,8 @@ export class ReportQueue {
 		this._inFlight = true;
 		// A callback, not a promise chain: the patch waiting for its reply holds less heap.
 		hub.queueReported(patch, (e, version) => {
+			this._inFlight = false;
 			if (!e) {
-				this._inFlight = false;
 				for (const w of waiting) {
 					this._owner.emit({event: "twin.reported", version, ...w.summary});
 					call(w, null, version);
@@ -94,7 +94,6 @@ export class ReportQueue {
 				this._schedule();
 				return;
 			}
-			this._inFlight = false;
 			const error = asError(e);
 			if (this._closed) {
 				for (const w of waiting) call(w, error);

@@ -28,8 +28,6 @@ export interface MethodResponse {
 	payload?: unknown;
 }
 
-export type MethodHandler = (request: MethodRequest) => MethodResponse | Promise<MethodResponse>;
-
 export interface MethodHooks {
 	/** Whether there is a handler; without one, every request gets 501. */
 	readonly handles: boolean;

@@ -48,7 +48,7 @@ function later(job: () => void): void {
  * inside the packet handler or the close that ended it (the session is consistent by then).
  */
 function tell<A extends unknown[]>(f: (...args: A) => void, ...args: A): void {
-	Promise.resolve().then(() => f(...args));
+	later(() => f(...args));
 }
 
 // Frozen, as every table of a preloaded module: then it stays in flash instead of being copied to the heap.
@@ -249,7 +249,7 @@ export class MqttClient implements MqttSession {
 
 	publish(topic: string, payload: Uint8Array | string, options: PublishOptions = {}): Promise<void> {
 		return new Promise<void>((resolve, reject) => {
-			const problem = this._publish(topic, payload, options?.qos ?? 0, options?.retain === true, error => error ? reject(error) : resolve());
+			const problem = this._publish(topic, payload, options.qos ?? 0, options.retain === true, error => error ? reject(error) : resolve());
 			if (problem) reject(problem);
 		});
 	}

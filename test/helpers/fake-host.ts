@@ -162,12 +162,8 @@ export class FakeSession implements MqttSession {
 
 	/** As MqttClient's: publish() without a promise, done never from inside the call. */
 	send(topic: string, payload: Uint8Array | string, qos: QoS, done: (error: AzureIoTError | undefined) => void): void {
-		this.sendCalls++;
 		this.publish(topic, payload, {qos}).then(() => done(undefined), (e: AzureIoTError) => done(e));
 	}
-
-	/** How many publishes came through send() (the hub's telemetry and twin use it). */
-	sendCalls = 0;
 
 	publish(topic: string, payload: Uint8Array | string, options: PublishOptions = {}): Promise<void> {
 		if (this.ended || !this.connected) return Promise.reject(new AzureIoTError("mqtt.closed", "fake session: not connected", {retriable: true}));
